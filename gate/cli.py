@@ -1,0 +1,45 @@
+"""The ``gate`` command: one sub-command per module in ``gate.commands``.
+
+Each command module exposes ``add_parser(subparsers)`` which registers its parser and
+sets ``func`` (``args -> int`` exit code). Modules are imported lazily by name so that a
+maintenance command does not pay for loading face models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+#: (command name, module, one-line help)
+COMMANDS: list[tuple[str, str, str]] = [
+    ("sim", "gate.commands.sim", "simulated lane and simulated devices"),
+    ("selftest", "gate.commands.selftest", "commissioning test of a barrier board"),
+]
+
+
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gate", description="Automated border control lane.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    for name, module, help_text in COMMANDS:
+        if wanted is not None and wanted != name:
+            sub.add_parser(name, help=help_text)
+            continue
+        importlib.import_module(module).add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(args_list)
+    args = parser.parse_args(args_list)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

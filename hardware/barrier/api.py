@@ -1,0 +1,121 @@
+"""What the lane sees of a barrier board: the host-side interface and its notices.
+
+``hardware.barrier.driver.SerialBarrier`` implements it over pyserial (any URL: a device
+path, a pty, ``loop://``, ``socket://``). The lane state machine depends only on this
+module, never on how the board is reached.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hardware.barrier.protocol import (
+    BoardEvent,
+    BoardInfo,
+    BoardStatus,
+    Door,
+    NakReason,
+    Side,
+    Signal,
+)
+
+
+class BarrierError(Exception):
+    """Base of the errors a barrier command can end in."""
+
+
+class LinkDown(BarrierError):
+    """No valid reply after the contract's retries, or the port is gone."""
+
+
+class CommandRejected(BarrierError):
+    """The board answered NAK."""
+
+    def __init__(self, request: str, reason: NakReason | int) -> None:
+        name = reason.name if isinstance(reason, NakReason) else str(reason)
+        super().__init__(f"{request} refused by the board: {name}")
+        self.request = request
+        self.reason = reason
+
+
+class NoticeKind(enum.Enum):
+    EVENT = "event"  # a new (de-duplicated) board event
+    STATUS = "status"  # a fresh STATUS picture (after start, overflow, restart, link up)
+    LINK_DOWN = "link_down"  # retries exhausted or port lost
+    LINK_UP = "link_up"  # the board answers again
+    BOARD_RESTARTED = "board_restarted"  # RESTARTED seen or event ids went backwards
+
+
+@dataclass(frozen=True)
+class BarrierNotice:
+    kind: NoticeKind
+    event: BoardEvent | None = None
+    status: BoardStatus | None = None  # the driver's picture after this notice
+    detail: str = ""
+
+
+NoticeHandler = Callable[[BarrierNotice], None]
+
+
+class Barrier(abc.ABC):
+    """Host side of a lane barrier board.
+
+    After ``start()`` the implementation keeps the link alive on its own thread (POLL
+    at least every 250 ms whatever the caller is doing) and calls every subscribed
+    handler, on that thread, with each notice. Handlers must be quick: the lane only
+    puts the notice on its own queue.
+
+    Commands block until the board answered (ACK/NAK) and raise ``CommandRejected`` or
+    ``LinkDown``; they are safe to call from any thread.
+    """
+
+    @abc.abstractmethod
+    def start(self) -> None: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    @abc.abstractmethod
+    def subscribe(self, handler: NoticeHandler) -> None: ...
+
+    @property
+    @abc.abstractmethod
+    def link_up(self) -> bool: ...
+
+    @property
+    @abc.abstractmethod
+    def status(self) -> BoardStatus | None:
+        """The latest picture of the board (from STATUS replies and events)."""
+
+    @abc.abstractmethod
+    def open_door(self, door: Door) -> None: ...
+
+    @abc.abstractmethod
+    def close_door(self, door: Door) -> None: ...
+
+    @abc.abstractmethod
+    def set_lamp(self, side: Side, signal: Signal) -> None: ...
+
+    @abc.abstractmethod
+    def reset_faults(self) -> bool:
+        """True when every latched flag was cleared (ACK); False on NAK FAULT_ACTIVE."""
+
+    @abc.abstractmethod
+    def configure_watchdog(self, watchdog_ms: int) -> None: ...
+
+    @abc.abstractmethod
+    def info(self) -> BoardInfo: ...
+
+    @abc.abstractmethod
+    def refresh_status(self) -> BoardStatus:
+        """Read STATUS from the board now (draining queued events first)."""
+
+    def __enter__(self) -> Barrier:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
