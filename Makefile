@@ -6,7 +6,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-APT_PACKAGES := tesseract-ocr fonts-ocr-b tmux
+APT_PACKAGES := tesseract-ocr fonts-ocr-b tmux chromium chromium-driver postgresql
 
 .PHONY: setup sim test lint typecheck clean
 

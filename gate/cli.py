@@ -16,6 +16,7 @@ from collections.abc import Sequence
 COMMANDS: list[tuple[str, str, str]] = [
     ("sim", "gate.commands.sim", "simulated lane and simulated devices"),
     ("selftest", "gate.commands.selftest", "commissioning test of a barrier board"),
+    ("review", "gate.commands.review", "officers' review server and its administration"),
 ]
 
 

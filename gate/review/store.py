@@ -1,0 +1,766 @@
+"""The case store: cases, sealed images, decisions, officers, sessions and the audit log.
+
+One schema, two engines: embedded SQLite (WAL) for a lane that keeps its own cases, and
+PostgreSQL (``postgresql://...``) for a terminal where many lanes and review servers share
+one store. SQL is written once with ``?`` placeholders; the few type names that differ are
+filled in per engine. Schema changes are numbered migrations applied under a lock when
+the store opens, so a lane's spool flusher and a review server may open the same store at
+the same moment.
+
+Nothing here decrypts: images and MRZ data arrive sealed (``gate.review.crypto``) and
+leave sealed; only the review server holding the key opens them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import structlog
+
+from gate.review.cases import (
+    MAX_LIVE_FRAMES,
+    CaseInput,
+    check_case_input,
+    document_number,
+    mask_document_number,
+)
+from gate.review.crypto import ImageSeal
+
+log = structlog.get_logger(__name__)
+
+OPEN = "OPEN"
+ESCALATED = "ESCALATED"
+RELEASING = "RELEASING"  # an officer's "clear" is asking the lane to open the exit
+CONFIRMED = "CONFIRMED"
+CLEARED = "CLEARED"
+#: decision action -> resulting status; CONFIRMED and CLEARED close the case.
+ACTIONS: dict[str, str] = {"confirm": CONFIRMED, "clear": CLEARED, "escalate": ESCALATED}
+CLOSED_STATUSES = (CONFIRMED, CLEARED)
+
+DEFAULT_RETENTION_S = 24 * 3600.0
+#: MRZ fields kept after the purge: enough for statistics, nothing that names a person.
+MRZ_KEPT_AFTER_PURGE = ("document_type", "issuing_country", "country", "nationality")
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached or opened; callers queue and retry."""
+
+
+class SchemaTooNew(Exception):
+    """The store was migrated by newer software than this."""
+
+
+# --- the sealed case: what the spool writes and the store keeps -----------------------
+
+
+@dataclass(frozen=True)
+class SealedCase:
+    case_id: str
+    lane_id: str
+    kind: str
+    opened_at: float
+    reasons: list[str]
+    score: float | None
+    threshold: float | None
+    quality: list[dict[str, Any]]
+    timeline: list[dict[str, Any]]
+    document_masked: str
+    document_type: str | None
+    mrz_sealed: bytes | None
+    mrz_kept: dict[str, Any] = field(default_factory=dict)  # survives the purge; no identity
+    images: list[tuple[str, bytes]] = field(default_factory=list)  # (slot, sealed JPEG)
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["mrz_sealed"] = _b64(self.mrz_sealed)
+        d["images"] = [[slot, _b64(blob)] for slot, blob in self.images]
+        return json.dumps(d, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> SealedCase:
+        d = json.loads(text)
+        d["mrz_sealed"] = _unb64(d["mrz_sealed"])
+        d["images"] = [(slot, base64.b64decode(blob)) for slot, blob in d["images"]]
+        return cls(**d)
+
+
+def _b64(blob: bytes | None) -> str | None:
+    return None if blob is None else base64.b64encode(blob).decode()
+
+
+def _unb64(text: str | None) -> bytes | None:
+    return None if text is None else base64.b64decode(text)
+
+
+def image_context(case_id: str, slot: str) -> str:
+    return f"case/{case_id}/image/{slot}"
+
+
+def mrz_context(case_id: str) -> str:
+    return f"case/{case_id}/mrz"
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy of timeline/quality data (numpy scalars become floats)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def seal_case(case: CaseInput, seal: ImageSeal) -> SealedCase:
+    """Everything personal is sealed here, on the lane, before it touches any disk."""
+    check_case_input(case)
+    case_id = case.case_id or uuid.uuid4().hex
+    mrz = _plain(dict(case.mrz))
+    shots = [("portrait", case.portrait)] if case.portrait is not None else []
+    shots += [(f"live-{i}", f) for i, f in enumerate(list(case.live_frames)[:MAX_LIVE_FRAMES])]
+    images: list[tuple[str, bytes]] = []
+    for slot, image in shots:
+        try:
+            images.append((slot, seal.seal_image(image, image_context(case_id, slot))))
+        except (ValueError, cv2.error):
+            # An unencodable frame must not cost the officer the rest of the case.
+            log.warning("case_image_dropped", reason="IMAGE_UNENCODABLE", slot=slot)
+    return SealedCase(
+        case_id=case_id,
+        lane_id=str(case.lane_id),
+        kind=case.kind,
+        opened_at=float(case.opened_at),
+        reasons=[str(r) for r in case.reasons],
+        score=None if case.score is None else float(case.score),
+        threshold=None if case.threshold is None else float(case.threshold),
+        quality=_plain(list(case.quality)),
+        timeline=_plain(list(case.timeline)),
+        document_masked=mask_document_number(document_number(case.mrz)),
+        document_type=None if not mrz.get("document_type") else str(mrz["document_type"]),
+        mrz_sealed=seal.seal(json.dumps(mrz).encode(), mrz_context(case_id)) if mrz else None,
+        mrz_kept={k: mrz[k] for k in MRZ_KEPT_AFTER_PURGE if mrz.get(k)},
+        images=images,
+    )
+
+
+# --- records read back -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CaseRecord:
+    case_id: str
+    lane_id: str
+    kind: str
+    opened_at: float
+    received_at: float
+    reasons: list[str]
+    score: float | None
+    threshold: float | None
+    quality: list[dict[str, Any]]
+    timeline: list[dict[str, Any]]
+    document_masked: str
+    document_type: str | None
+    mrz_sealed: bytes | None
+    mrz_kept: dict[str, Any]
+    status: str
+    decided_by: str | None
+    decided_at: float | None
+    closed_at: float | None
+    images_purged_at: float | None
+
+    def queue_row(self) -> dict[str, Any]:
+        """What the queue shows and serves as JSON: masked, nothing biometric."""
+        return {
+            "case_id": self.case_id,
+            "lane_id": self.lane_id,
+            "kind": self.kind,
+            "opened_at": self.opened_at,
+            "reasons": self.reasons,
+            "document": self.document_masked,
+            "status": self.status,
+        }
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    name: str
+    role: str
+    password_hash: str
+    failed_attempts: int
+    locked_until: float | None
+    disabled: bool
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    token_hash: str
+    user_name: str
+    role: str
+    csrf_token: str
+    created_at: float
+    last_seen: float
+
+
+# --- engines and migrations ---------------------------------------------------------
+
+_TYPES = {
+    "sqlite": {"blob": "BLOB", "real": "REAL", "serial": "INTEGER PRIMARY KEY AUTOINCREMENT"},
+    "postgresql": {"blob": "BYTEA", "real": "DOUBLE PRECISION", "serial": "BIGSERIAL PRIMARY KEY"},
+}
+
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (
+        1,
+        [
+            """CREATE TABLE cases (
+                case_id TEXT PRIMARY KEY, lane_id TEXT NOT NULL, kind TEXT NOT NULL,
+                opened_at {real} NOT NULL, received_at {real} NOT NULL,
+                reasons TEXT NOT NULL, score {real}, threshold {real},
+                quality TEXT NOT NULL, timeline TEXT NOT NULL,
+                document_masked TEXT NOT NULL, document_type TEXT, mrz_sealed {blob},
+                status TEXT NOT NULL, decided_by TEXT, decided_at {real}, closed_at {real},
+                images_purged_at {real})""",
+            "CREATE INDEX cases_by_status ON cases (status, lane_id, opened_at)",
+            """CREATE TABLE case_images (
+                case_id TEXT NOT NULL REFERENCES cases (case_id), slot TEXT NOT NULL,
+                sealed {blob} NOT NULL, PRIMARY KEY (case_id, slot))""",
+            """CREATE TABLE decisions (
+                id {serial}, case_id TEXT NOT NULL REFERENCES cases (case_id),
+                at {real} NOT NULL, user_name TEXT NOT NULL, action TEXT NOT NULL,
+                comment TEXT NOT NULL)""",
+            """CREATE TABLE users (
+                name TEXT PRIMARY KEY, role TEXT NOT NULL, password_hash TEXT NOT NULL,
+                failed_attempts INTEGER NOT NULL DEFAULT 0, locked_until {real},
+                created_at {real} NOT NULL, disabled INTEGER NOT NULL DEFAULT 0)""",
+            """CREATE TABLE sessions (
+                token_hash TEXT PRIMARY KEY, user_name TEXT NOT NULL REFERENCES users (name),
+                csrf_token TEXT NOT NULL, created_at {real} NOT NULL, last_seen {real} NOT NULL)""",
+            """CREATE TABLE audit (
+                id {serial}, at {real} NOT NULL, user_name TEXT NOT NULL, action TEXT NOT NULL,
+                case_id TEXT, detail TEXT NOT NULL)""",
+        ],
+    ),
+    (
+        2,
+        [
+            # After the purge the MRZ is gone; what policy keeps (document type, country)
+            # is written in the clear at intake so statistics survive the purge.
+            "ALTER TABLE cases ADD COLUMN mrz_kept TEXT NOT NULL DEFAULT '{{}}'",
+            "CREATE INDEX audit_by_case ON audit (case_id, at)",
+            "CREATE INDEX cases_by_closed ON cases (closed_at)",
+        ],
+    ),
+    (
+        3,
+        [
+            # Tamper evidence: rows written from now on are hash-chained.
+            "ALTER TABLE audit ADD COLUMN prev_hash TEXT",
+            "ALTER TABLE audit ADD COLUMN row_hash TEXT",
+        ],
+    ),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+_AUDIT_LOCK = 0x6567617465 + 1  # PostgreSQL advisory lock serialising the audit chain
+
+
+def audit_row_hash(prev: str, at: float, user: str, action: str, case_id: str | None,
+                   detail: str) -> str:
+    """Each audit row's hash covers the previous row's hash: editing or deleting a row in
+    the middle breaks every hash after it."""
+    material = json.dumps([prev, repr(float(at)), user, action, case_id, detail])
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+class _Tx:
+    """One transaction; ``?`` placeholders on both engines, rows as dicts."""
+
+    def __init__(self, conn: Any, engine: str) -> None:
+        self._conn = conn
+        self._engine = engine
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self._engine == "postgresql" else sql
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        cur = self._conn.execute(self._sql(sql), tuple(params))
+        return [dict(r) for r in cur.fetchall()]
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
+        rows = self.rows(sql, params)
+        return rows[0] if rows else None
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        cur = self._conn.execute(self._sql(sql), tuple(params))
+        return int(cur.rowcount)
+
+
+class CaseStore:
+    """Thread-safe: one connection per store, used under a lock (the review server's
+    request threads and the purge schedule share it)."""
+
+    def __init__(self, url: str, *, connect_timeout_s: float = 5.0) -> None:
+        self.url = url
+        self._lock = threading.RLock()
+        self._conn: Any = None
+        self._timeout = connect_timeout_s
+        if url.startswith(("postgresql://", "postgres://")):
+            self.engine = "postgresql"
+        elif url.startswith("sqlite:///"):
+            self.engine = "sqlite"
+            # sqlite:///relative/path or sqlite:////absolute/path, as SQLAlchemy spells them
+            self._path = url[len("sqlite:///") :]
+        else:
+            raise ValueError(f"store URL must be sqlite:///PATH or postgresql://..., got {url!r}")
+        with self._tx(migrate=True):
+            pass
+
+    @classmethod
+    def for_path(cls, path: str | Path) -> CaseStore:
+        return cls("sqlite:///" + str(Path(path).resolve()))
+
+    # -- connection ------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        if self._conn is not None:
+            return self._conn
+        conn: Any
+        try:
+            if self.engine == "sqlite":
+                if not Path(self._path).parent.is_dir():
+                    raise StoreUnavailable(f"store directory {Path(self._path).parent} missing")
+                fresh = not Path(self._path).exists()
+                conn = sqlite3.connect(
+                    self._path, timeout=self._timeout, isolation_level=None,
+                    check_same_thread=False,
+                )
+                if fresh:
+                    os.chmod(self._path, 0o600)  # officers' accounts and the audit trail
+                conn.row_factory = sqlite3.Row
+                conn.execute("PRAGMA journal_mode=WAL")
+                # FULL: a committed case survives a power cut, not only a process crash.
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                # Purged images are overwritten, not left in free pages: should the key
+                # leak later, what the purge removed stays unrecoverable.
+                conn.execute("PRAGMA secure_delete=ON")
+            else:
+                import psycopg
+                from psycopg.rows import dict_row
+
+                conn = psycopg.connect(
+                    self.url, autocommit=True, row_factory=dict_row,
+                    connect_timeout=max(1, int(self._timeout)),
+                )
+        except StoreUnavailable:
+            raise
+        except Exception as exc:  # any driver error here means "not reachable now"
+            reason = f"{self.engine} store unreachable: {type(exc).__name__}"
+            raise StoreUnavailable(reason) from exc
+        self._conn = conn
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                finally:
+                    self._conn = None
+
+    def _read(self) -> AbstractContextManager[_Tx]:
+        """A read-only transaction: on SQLite a deferred one, so readers never queue behind
+        the lane's flusher (WAL lets them read while it writes)."""
+        return self._tx(write=False)
+
+    @contextmanager
+    def _tx(self, migrate: bool = False, write: bool = True) -> Iterator[_Tx]:
+        with self._lock:
+            conn = self._connect()
+            try:
+                if self.engine == "sqlite":
+                    # IMMEDIATE takes the write lock up front: no deadlock-prone upgrade
+                    # from a read lock when two processes write at once.
+                    conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                    try:
+                        tx = _Tx(conn, self.engine)
+                        if migrate:
+                            self._migrate(tx)
+                        yield tx
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        conn.execute("ROLLBACK")
+                        raise
+                else:
+                    with conn.transaction():
+                        tx = _Tx(conn, self.engine)
+                        if migrate:
+                            tx.run("SELECT pg_advisory_xact_lock(?)", (0x6567617465,))
+                            self._migrate(tx)
+                        yield tx
+            except sqlite3.OperationalError as exc:
+                self.close()
+                raise StoreUnavailable(f"sqlite store: {exc}") from exc
+            except Exception as exc:
+                if self.engine == "postgresql" and _is_pg_connection_error(exc):
+                    self.close()
+                    raise StoreUnavailable(f"postgresql store: {type(exc).__name__}") from exc
+                raise
+
+    def _migrate(self, tx: _Tx) -> None:
+        tx.run("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = tx.one("SELECT MAX(version) AS v FROM schema_version")
+        current = int(row["v"]) if row and row["v"] is not None else 0
+        if current > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"store schema {current} is newer than this software's {SCHEMA_VERSION}"
+            )
+        for version, statements in MIGRATIONS:
+            if version <= current:
+                continue
+            for stmt in statements:
+                tx.run(stmt.format(**_TYPES[self.engine]))
+            tx.run("INSERT INTO schema_version (version) VALUES (?)", (version,))
+
+    def schema_version(self) -> int:
+        with self._read() as tx:
+            row = tx.one("SELECT MAX(version) AS v FROM schema_version")
+            return int(row["v"]) if row and row["v"] is not None else 0
+
+    # -- cases -----------------------------------------------------------------------
+
+    def add_case(self, case: SealedCase, now: float | None = None) -> bool:
+        """Idempotent by case id: a spool that re-sends after a crash adds nothing twice.
+        Returns whether the case was new."""
+        now = time.time() if now is None else now
+        with self._tx() as tx:
+            added = tx.run(
+                """INSERT INTO cases (case_id, lane_id, kind, opened_at, received_at, reasons,
+                       score, threshold, quality, timeline, document_masked, document_type,
+                       mrz_sealed, mrz_kept, status)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (case_id) DO NOTHING""",
+                (
+                    case.case_id, case.lane_id, case.kind, case.opened_at, now,
+                    json.dumps(case.reasons), case.score, case.threshold,
+                    json.dumps(case.quality), json.dumps(case.timeline), case.document_masked,
+                    case.document_type, case.mrz_sealed, json.dumps(case.mrz_kept), OPEN,
+                ),
+            )
+            if added:
+                for slot, blob in case.images:
+                    tx.run(
+                        "INSERT INTO case_images (case_id, slot, sealed) VALUES (?, ?, ?)",
+                        (case.case_id, slot, blob),
+                    )
+            return added > 0
+
+    _CASE_COLUMNS = """case_id, lane_id, kind, opened_at, received_at, reasons, score, threshold,
+        quality, timeline, document_masked, document_type, mrz_sealed, mrz_kept, status,
+        decided_by, decided_at, closed_at, images_purged_at"""
+
+    @staticmethod
+    def _record(row: Mapping[str, Any]) -> CaseRecord:
+        d = dict(row)
+        for key in ("reasons", "quality", "timeline", "mrz_kept"):
+            d[key] = json.loads(d[key])
+        if d["mrz_sealed"] is not None:
+            d["mrz_sealed"] = bytes(d["mrz_sealed"])
+        return CaseRecord(**d)
+
+    def cases(
+        self, statuses: Sequence[str] = (OPEN,), lane_id: str | None = None, limit: int = 500
+    ) -> list[CaseRecord]:
+        marks = ", ".join("?" for _ in statuses)
+        sql = f"SELECT {self._CASE_COLUMNS} FROM cases WHERE status IN ({marks})"
+        params: list[Any] = list(statuses)
+        if lane_id is not None:
+            sql += " AND lane_id = ?"
+            params.append(lane_id)
+        sql += " ORDER BY opened_at LIMIT ?"
+        params.append(limit)
+        with self._read() as tx:
+            return [self._record(r) for r in tx.rows(sql, params)]
+
+    def case(self, case_id: str) -> CaseRecord | None:
+        with self._read() as tx:
+            row = tx.one(f"SELECT {self._CASE_COLUMNS} FROM cases WHERE case_id = ?", (case_id,))
+        return None if row is None else self._record(row)
+
+    def image_slots(self, case_id: str) -> list[str]:
+        with self._read() as tx:
+            rows = tx.rows("SELECT slot FROM case_images WHERE case_id = ?", (case_id,))
+        slots = [str(r["slot"]) for r in rows]
+        return sorted(slots, key=lambda s: (s != "portrait", len(s), s))
+
+    def image(self, case_id: str, slot: str) -> bytes | None:
+        with self._read() as tx:
+            row = tx.one(
+                "SELECT sealed FROM case_images WHERE case_id = ? AND slot = ?", (case_id, slot)
+            )
+        return None if row is None else bytes(row["sealed"])
+
+    def decide(
+        self, case_id: str, user: str, action: str, comment: str, allowed_from: Sequence[str],
+        now: float | None = None,
+    ) -> bool:
+        """Compare-and-set on the status: of two officers deciding at once, one wins and
+        the other is told the case was already decided."""
+        status = ACTIONS[action]
+        now = time.time() if now is None else now
+        closed_at = now if status in CLOSED_STATUSES else None
+        marks = ", ".join("?" for _ in allowed_from)
+        with self._tx() as tx:
+            changed = tx.run(
+                f"""UPDATE cases SET status = ?, decided_by = ?, decided_at = ?, closed_at = ?
+                    WHERE case_id = ? AND status IN ({marks})""",
+                (status, user, now, closed_at, case_id, *allowed_from),
+            )
+            if changed:
+                tx.run(
+                    "INSERT INTO decisions (case_id, at, user_name, action, comment) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (case_id, now, user, action, comment),
+                )
+                self._append_audit(
+                    tx, now, user, f"DECIDE_{action.upper()}", case_id, comment[:500]
+                )
+            return changed > 0
+
+    def claim_for_release(self, case_id: str, allowed_from: Sequence[str]) -> str | None:
+        """Mark the case RELEASING before the lane is asked to open its exit, so that of two
+        officers clearing at once only one door release happens. Returns the status it
+        had (to go back to if the lane refuses), or None when someone else got there."""
+        marks = ", ".join("?" for _ in allowed_from)
+        with self._tx() as tx:
+            row = tx.one(
+                f"SELECT status FROM cases WHERE case_id = ? AND status IN ({marks})",
+                (case_id, *allowed_from),
+            )
+            if row is None:
+                return None
+            tx.run("UPDATE cases SET status = ? WHERE case_id = ?", (RELEASING, case_id))
+            return str(row["status"])
+
+    def release_refused(self, case_id: str, back_to: str) -> None:
+        with self._tx() as tx:
+            tx.run(
+                "UPDATE cases SET status = ? WHERE case_id = ? AND status = ?",
+                (back_to, case_id, RELEASING),
+            )
+
+    def decisions(self, case_id: str) -> list[dict[str, Any]]:
+        with self._read() as tx:
+            return tx.rows(
+                "SELECT at, user_name, action, comment FROM decisions WHERE case_id = ? "
+                "ORDER BY id",
+                (case_id,),
+            )
+
+    def purge(self, retention_s: float = DEFAULT_RETENTION_S, now: float | None = None) -> int:
+        """Delete the images and the sealed MRZ of cases closed longer ago than the
+        retention; keep the case metadata, the decisions and the audit trail."""
+        now = time.time() if now is None else now
+        cutoff = now - retention_s
+        purged = 0
+        with self._tx() as tx:
+            due = tx.rows(
+                """SELECT case_id, mrz_kept FROM cases WHERE closed_at IS NOT NULL
+                   AND closed_at <= ? AND images_purged_at IS NULL""",
+                (cutoff,),
+            )
+            for row in due:
+                tx.run("DELETE FROM case_images WHERE case_id = ?", (row["case_id"],))
+                tx.run(
+                    "UPDATE cases SET mrz_sealed = NULL, images_purged_at = ? WHERE case_id = ?",
+                    (now, row["case_id"]),
+                )
+                purged += 1
+            if purged:
+                self._append_audit(
+                    tx, now, "system", "PURGE", None, f"{purged} cases, kept {retention_s:.0f} s"
+                )
+        return purged
+
+    # -- audit -----------------------------------------------------------------------
+
+    def _append_audit(
+        self, tx: _Tx, at: float, user: str, action: str, case_id: str | None, detail: str
+    ) -> None:
+        if self.engine == "postgresql":
+            tx.run("SELECT pg_advisory_xact_lock(?)", (_AUDIT_LOCK,))
+        last = tx.one("SELECT row_hash FROM audit WHERE row_hash IS NOT NULL "
+                      "ORDER BY id DESC LIMIT 1")
+        prev = str(last["row_hash"]) if last else ""
+        tx.run(
+            "INSERT INTO audit (at, user_name, action, case_id, detail, prev_hash, row_hash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (at, user, action, case_id, detail, prev,
+             audit_row_hash(prev, at, user, action, case_id, detail)),
+        )
+
+    def verify_audit(self) -> tuple[bool, int, int | None]:
+        """Walk the hash chain: (intact, rows checked, id of the first broken row)."""
+        with self._read() as tx:
+            rows = tx.rows(
+                "SELECT id, at, user_name, action, case_id, detail, prev_hash, row_hash "
+                "FROM audit WHERE row_hash IS NOT NULL ORDER BY id"
+            )
+        prev = ""
+        for n, r in enumerate(rows):
+            expected = audit_row_hash(prev, r["at"], r["user_name"], r["action"],
+                                      r["case_id"], r["detail"])
+            if r["prev_hash"] != prev or r["row_hash"] != expected:
+                return False, n, int(r["id"])
+            prev = str(r["row_hash"])
+        return True, len(rows), None
+
+    def audit_head(self) -> tuple[int, str] | None:
+        """The newest audit row's id and hash: logged on a schedule, so that rewriting the
+        whole chain would also need rewriting the logs."""
+        with self._read() as tx:
+            row = tx.one("SELECT id, row_hash FROM audit WHERE row_hash IS NOT NULL "
+                         "ORDER BY id DESC LIMIT 1")
+        return None if row is None else (int(row["id"]), str(row["row_hash"]))
+
+    def audit(self, user: str, action: str, case_id: str | None = None, detail: str = "") -> None:
+        with self._tx() as tx:
+            self._append_audit(
+                tx, time.time(), user, action, case_id, detail[:500]
+            )
+
+    def audit_log(self, case_id: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        with self._read() as tx:
+            if case_id is None:
+                return tx.rows(
+                    "SELECT at, user_name, action, case_id, detail FROM audit "
+                    "ORDER BY id DESC LIMIT ?",
+                    (limit,),
+                )
+            return tx.rows(
+                "SELECT at, user_name, action, case_id, detail FROM audit WHERE case_id = ? "
+                "ORDER BY id DESC LIMIT ?",
+                (case_id, limit),
+            )
+
+    # -- officers and sessions ---------------------------------------------------------
+
+    def add_user(self, name: str, role: str, password_hash: str) -> bool:
+        with self._tx() as tx:
+            added = tx.run(
+                "INSERT INTO users (name, role, password_hash, created_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (name) DO NOTHING",
+                (name, role, password_hash, time.time()),
+            )
+            if added:
+                self._append_audit(
+                    tx, time.time(), "system", "USER_ADDED", None, f"{name} as {role}"
+                )
+            return added > 0
+
+    def set_password(self, name: str, password_hash: str) -> bool:
+        with self._tx() as tx:
+            return tx.run(
+                "UPDATE users SET password_hash = ?, failed_attempts = 0, locked_until = NULL "
+                "WHERE name = ?",
+                (password_hash, name),
+            ) > 0
+
+    def user(self, name: str) -> UserRecord | None:
+        with self._read() as tx:
+            row = tx.one(
+                "SELECT name, role, password_hash, failed_attempts, locked_until, disabled "
+                "FROM users WHERE name = ?",
+                (name,),
+            )
+        if row is None:
+            return None
+        row["disabled"] = bool(row["disabled"])
+        return UserRecord(**row)
+
+    def users(self) -> list[UserRecord]:
+        with self._read() as tx:
+            rows = tx.rows(
+                "SELECT name, role, password_hash, failed_attempts, locked_until, disabled "
+                "FROM users ORDER BY name"
+            )
+        return [UserRecord(**{**r, "disabled": bool(r["disabled"])}) for r in rows]
+
+    def login_failed(self, name: str, max_attempts: int, lockout_s: float, now: float) -> bool:
+        """Count a failure; lock the account at the limit. Returns whether it is now locked."""
+        with self._tx() as tx:
+            row = tx.one("SELECT failed_attempts FROM users WHERE name = ?", (name,))
+            if row is None:
+                return False
+            attempts = int(row["failed_attempts"]) + 1
+            locked = attempts >= max_attempts
+            tx.run(
+                "UPDATE users SET failed_attempts = ?, locked_until = ? WHERE name = ?",
+                (0 if locked else attempts, now + lockout_s if locked else None, name),
+            )
+            return locked
+
+    def login_succeeded(self, name: str) -> None:
+        with self._tx() as tx:
+            tx.run(
+                "UPDATE users SET failed_attempts = 0, locked_until = NULL WHERE name = ?",
+                (name,),
+            )
+
+    def create_session(self, token_hash: str, user: str, csrf_token: str, now: float) -> None:
+        with self._tx() as tx:
+            tx.run(
+                "INSERT INTO sessions (token_hash, user_name, csrf_token, created_at, last_seen) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (token_hash, user, csrf_token, now, now),
+            )
+
+    def session(self, token_hash: str) -> SessionRecord | None:
+        with self._read() as tx:
+            row = tx.one(
+                """SELECT s.token_hash, s.user_name, u.role, s.csrf_token, s.created_at,
+                          s.last_seen
+                   FROM sessions s JOIN users u ON u.name = s.user_name
+                   WHERE s.token_hash = ? AND u.disabled = 0""",
+                (token_hash,),
+            )
+        return None if row is None else SessionRecord(**row)
+
+    def touch_session(self, token_hash: str, now: float) -> None:
+        with self._tx() as tx:
+            tx.run("UPDATE sessions SET last_seen = ? WHERE token_hash = ?", (now, token_hash))
+
+    def end_session(self, token_hash: str) -> None:
+        with self._tx() as tx:
+            tx.run("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
+
+    def end_sessions_before(self, created_before: float, idle_before: float) -> int:
+        with self._tx() as tx:
+            return tx.run(
+                "DELETE FROM sessions WHERE created_at < ? OR last_seen < ?",
+                (created_before, idle_before),
+            )
+
+
+def _is_pg_connection_error(exc: Exception) -> bool:
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)

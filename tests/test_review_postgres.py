@@ -1,0 +1,134 @@
+"""The same store on PostgreSQL: a throw-away cluster started from Debian's postgresql.
+
+Skips, saying why, when PostgreSQL's server binaries or the psycopg driver are absent.
+The cluster runs on a Unix socket in a temporary directory (no TCP port), as the
+``postgres`` user when the tests run as root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from test_review_support import add_officer, new_seal, sample_case, sign_in
+
+from gate.review.app import ReviewSettings, create_app
+from gate.review.queue import CaseSpool
+from gate.review.store import CaseStore, StoreUnavailable, seal_case
+
+pytestmark = pytest.mark.timeout(90)
+
+_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+
+
+def _psycopg() -> bool:
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class Cluster:
+    def __init__(self, base: Path) -> None:
+        self.bin = Path(_BIN[-1]).parent
+        self.base = base
+        self.data = base / "data"
+        self.port = 50000 + os.getpid() % 10000
+        self.url = f"postgresql://postgres@/postgres?host={base}&port={self.port}"
+
+    def _run(self, *args: str) -> None:
+        cmd = [str(self.bin / args[0]), *args[1:]]
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            cmd = ["su", "postgres", "-s", "/bin/sh", "-c", " ".join(f"'{c}'" for c in cmd)]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+
+    def init(self) -> None:
+        if os.geteuid() == 0:
+            shutil.chown(self.base, "postgres")
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+
+    def start(self) -> None:
+        opts = f"-k {self.base} -p {self.port} -c listen_addresses= -c fsync=off"
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.base / "log"), "-w",
+                  "-o", opts, "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    if not _BIN:
+        pytest.skip("PostgreSQL server binaries absent (apt-get install postgresql)")
+    if not _psycopg():
+        pytest.skip("psycopg not installed (pip install psycopg)")
+    base = Path(f"/tmp/egate-pg-{os.getpid()}")  # short: Unix socket paths are limited
+    base.mkdir()
+    c = Cluster(base)
+    try:
+        c.init()
+        c.start()
+        yield c
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            c.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_store_on_postgresql(cluster: Cluster) -> None:
+    seal = new_seal()
+    store = CaseStore(cluster.url)
+    assert store.schema_version() == 3
+    assert CaseStore(cluster.url).schema_version() == 3  # a second opener migrates nothing
+    sealed = seal_case(sample_case(lane_id="lane-pg"), seal)
+    assert store.add_case(sealed) and not store.add_case(sealed)
+    assert store.image_slots(sealed.case_id) == ["portrait", "live-0", "live-1"]
+    blob = store.image(sealed.case_id, "portrait")
+    assert blob is not None and seal.open(blob, f"case/{sealed.case_id}/image/portrait")
+    assert store.decide(sealed.case_id, "anna", "confirm", "impostor", ("OPEN",),
+                        now=time.time() - 25 * 3600)
+    assert not store.decide(sealed.case_id, "bert", "clear", "late", ("OPEN",))
+    assert store.purge() >= 1
+    rec = store.case(sealed.case_id)
+    assert rec is not None and rec.images_purged_at is not None and rec.mrz_sealed is None
+    assert store.image_slots(sealed.case_id) == []
+    assert rec.mrz_kept["nationality"] == "UTO"
+    intact, checked, _ = store.verify_audit()
+    assert intact and checked >= 2  # the decision and the purge, chained
+    store.close()
+
+
+def test_spool_survives_postgresql_outage(cluster: Cluster, tmp_path: Path) -> None:
+    seal = new_seal()
+    store = CaseStore(cluster.url)
+    add_officer(store, "pg-anna")
+    cluster.stop()
+    try:
+        with pytest.raises(StoreUnavailable):
+            store.cases()
+        spool = CaseSpool(tmp_path / "spool", seal, cluster.url, retry_min_s=0.05,
+                          retry_max_s=0.2)
+        case_id = spool.submit(sample_case(lane_id="lane-pg-2"))
+        assert case_id is not None and spool.pending() == 1
+    finally:
+        cluster.start()
+    deadline = time.monotonic() + 10
+    while spool.pending() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    spool.close()
+    assert spool.pending() == 0
+    # The review server on the same PostgreSQL store shows it to an officer.
+    with TestClient(create_app(store, seal, None, ReviewSettings(purge_interval_s=0))) as c:
+        assert sign_in(c, "pg-anna").status_code == 303
+        rows = c.get("/api/queue").json()["cases"]
+        assert case_id in [r["case_id"] for r in rows]
+        assert c.get(f"/cases/{case_id}/images/portrait").content.startswith(b"\xff\xd8")
