@@ -16,6 +16,7 @@ from collections.abc import Sequence
 COMMANDS: list[tuple[str, str, str]] = [
     ("sim", "gate.commands.sim", "simulated lane and simulated devices"),
     ("selftest", "gate.commands.selftest", "commissioning test of a barrier board"),
+    ("diagram", "gate.diagram", "print the lane's state diagram (Mermaid)"),
     ("review", "gate.commands.review", "officers' review server and its administration"),
 ]
 
