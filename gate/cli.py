@@ -16,6 +16,8 @@ from collections.abc import Sequence
 COMMANDS: list[tuple[str, str, str]] = [
     ("sim", "gate.commands.sim", "simulated lane and simulated devices"),
     ("selftest", "gate.commands.selftest", "commissioning test of a barrier board"),
+    ("verify", "gate.commands.verify", "1:1 face verification of a reference and live images"),
+    ("calibrate", "gate.commands.calibrate", "measure FMR/FNMR and set the decision threshold"),
     ("diagram", "gate.diagram", "print the lane's state diagram (Mermaid)"),
     ("review", "gate.commands.review", "officers' review server and its administration"),
 ]

@@ -1,0 +1,68 @@
+"""The lane's face stage: live capture and 1:1 verification, built from configuration.
+
+The lane holds one :class:`FaceConfig` (its ``[face]`` table) and calls
+:func:`face_stage` once at start-up; the pack is opened, checked against its manifest and
+warmed up there, so a lane with a bad pack or without its required GPU never opens.
+
+    capture, verifier = face_stage(FaceConfig.from_mapping(config["face"]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from gate.face.capture import CaptureSettings, LiveFaceCapture
+from gate.face.quality import QualitySettings
+from gate.face.verify import FaceMatch, PresentationAttackCheck
+from models.face import load_face_model
+from models.pack import DEFAULT_PACK
+from models.runtime import GPU_POLICIES, RuntimeSettings
+
+
+@dataclass(frozen=True)
+class FaceConfig:
+    pack: str = DEFAULT_PACK  # pack id (built/cached) or a pack folder
+    gpu: str = "preferred"  # required | preferred | off
+    device_id: int = 0
+    tensorrt: bool = False
+    detector: str = "hog"  # hog | mmod (dlib pack)
+    detect_width: int = 640  # long side of the frame as the detector sees it
+    camera: str = "camera:0"  # camera:N | file:PATH | rtsp://… | sim:SCENE
+    target_fmr: float = 1e-3
+    threshold: float | None = None  # overrides the calibrated threshold when set
+    capture: CaptureSettings = field(default_factory=CaptureSettings)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> FaceConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown face settings: {sorted(unknown)}")
+        kwargs = dict(data)
+        if isinstance(kwargs.get("capture"), Mapping):
+            cap = dict(kwargs["capture"])
+            if isinstance(cap.get("quality"), Mapping):
+                cap["quality"] = QualitySettings(**cap["quality"])
+            kwargs["capture"] = CaptureSettings(**cap)
+        config = cls(**kwargs)
+        if config.gpu not in GPU_POLICIES:
+            raise ValueError(f"face.gpu must be one of {GPU_POLICIES}")
+        return config
+
+
+def face_stage(config: FaceConfig, pad: PresentationAttackCheck | None = None
+               ) -> tuple[LiveFaceCapture, FaceMatch]:
+    """Open the pack once and hand out the lane's FaceCapture and FaceVerifier."""
+    settings = RuntimeSettings(gpu=config.gpu, device_id=config.device_id,  # type: ignore[arg-type]
+                               tensorrt=config.tensorrt)
+    model = load_face_model(config.pack, settings, detector=config.detector,
+                            detect_width=config.detect_width)
+    capture = LiveFaceCapture(model, config.camera, config.capture)
+    verifier = FaceMatch(model, target_fmr=config.target_fmr, threshold=config.threshold,
+                         pad=pad)
+    return capture, verifier
+
+
+__all__ = ["FaceConfig", "face_stage"]

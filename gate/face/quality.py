@@ -1,0 +1,133 @@
+"""Per-frame quality gates for live capture, and the guidance each failure gives.
+
+The gates follow what an ABC lane needs from a frame before it is worth comparing
+(ISO/IEC 29794-5 in spirit, measured simply): one face, big enough, frontal (from the 5
+landmarks), sharp, well exposed, eyes not covered. Each measure is a number so the
+decision record can hold it; the thresholds are settings, tuned on the simulated lane.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from models.face import DetectedFace
+
+#: guidance keys, in the order a traveller should fix them
+STEP_CLOSER = "STEP_CLOSER"
+STEP_BACK = "STEP_BACK"
+LOOK_AT_CAMERA = "LOOK_AT_CAMERA"
+ONE_PERSON_ONLY = "ONE_PERSON_ONLY"
+HOLD_STILL = "HOLD_STILL"
+MOVE_INTO_LIGHT = "MOVE_INTO_LIGHT"
+UNCOVER_EYES = "UNCOVER_EYES"
+
+
+@dataclass(frozen=True)
+class QualitySettings:
+    min_eye_distance_px: float = 40.0  # ICAO asks ≥ 60 for stored images; live may be less
+    max_face_fraction: float = 0.8  # face wider than this share of the frame: too close
+    max_yaw: float = 0.3  # nose offset from the eye midpoint / eye distance
+    max_roll_deg: float = 30.0  # alignment undoes roll; beyond this detection fails
+    pitch_range: tuple[float, float] = (0.4, 1.4)  # nose drop below the eyes / eye distance
+    min_sharpness: float = 60.0  # variance of the Laplacian on a 128-px-wide face crop
+    exposure_range: tuple[float, float] = (55.0, 210.0)  # mean grey level of the face
+    max_clipped: float = 0.15  # share of face pixels at 0–5 or 250–255
+    min_eye_contrast: float = 0.3  # std of eye patches / std of the face
+    other_face_fraction: float = 0.5  # a second face this big (vs the first) is a tailgater
+
+
+@dataclass(frozen=True)
+class FrameQuality:
+    measures: dict[str, float]
+    failures: tuple[str, ...]  # guidance keys of the failed gates, most urgent first
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    @property
+    def score(self) -> float:
+        """Rank of passing frames: sharper, more frontal and larger is better."""
+        m = self.measures
+        return (min(m["sharpness"], 400.0) / 400.0 + (1.0 - min(abs(m["yaw"]) * 4, 1.0))
+                + min(m["eye_distance_px"] / 120.0, 1.0))
+
+
+def _eye_centres(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a = pts[0:2].mean(axis=0)
+    b = pts[2:4].mean(axis=0)
+    return (a, b) if a[0] <= b[0] else (b, a)
+
+
+def assess(frame_bgr: np.ndarray, face: DetectedFace, settings: QualitySettings,
+           others: int = 0) -> FrameQuality:
+    """Measure one detected face (landmarks required) and list the gates it fails."""
+    if face.landmarks is None:
+        raise ValueError("quality needs the 5 landmarks")
+    pts = face.landmarks.astype(np.float64)
+    left, right = _eye_centres(pts)
+    nose = pts[4]
+    eye_vec = right - left
+    iod = float(np.hypot(*eye_vec))
+    mid = (left + right) / 2
+    roll = math.degrees(math.atan2(float(eye_vec[1]), float(eye_vec[0])))
+    # Project the nose onto the eye axis: sideways offset ≈ yaw, drop ≈ pitch.
+    unit = eye_vec / max(iod, 1e-6)
+    normal = np.array([-unit[1], unit[0]])
+    rel = nose - mid
+    yaw = float(rel @ unit) / max(iod, 1e-6)
+    pitch = float(rel @ normal) / max(iod, 1e-6)
+
+    h, w = frame_bgr.shape[:2]
+    x0, y0, x1, y1 = face.box
+    bx0, by0 = max(0, int(x0)), max(0, int(y0))
+    bx1, by1 = min(w, math.ceil(x1)), min(h, math.ceil(y1))
+    grey = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY) if frame_bgr.ndim == 3 else frame_bgr
+    crop = grey[by0:by1, bx0:bx1]
+    if crop.size == 0:
+        crop = np.zeros((8, 8), np.uint8)
+    norm = cv2.resize(crop, (128, max(8, round(128 * crop.shape[0] / max(crop.shape[1], 1)))),
+                      interpolation=cv2.INTER_AREA)
+    sharpness = float(cv2.Laplacian(norm, cv2.CV_64F).var())
+    brightness = float(crop.mean())
+    clipped = float(np.mean((crop <= 5) | (crop >= 250)))
+    face_std = float(crop.std()) + 1.0
+    half = max(2, round(iod * 0.12))
+    eye_stds = []
+    for c in (left, right):
+        cx, cy = round(float(c[0])), round(float(c[1]))
+        patch = grey[max(0, cy - half):cy + half, max(0, cx - half):cx + half]
+        eye_stds.append(float(patch.std()) if patch.size else 0.0)
+    eye_contrast = min(eye_stds) / face_std
+
+    s = settings
+    failures: list[str] = []
+    if others > 0:
+        failures.append(ONE_PERSON_ONLY)
+    if iod < s.min_eye_distance_px:
+        failures.append(STEP_CLOSER)
+    if (x1 - x0) > s.max_face_fraction * w:
+        failures.append(STEP_BACK)
+    if abs(yaw) > s.max_yaw or abs(roll) > s.max_roll_deg or not (
+            s.pitch_range[0] <= pitch <= s.pitch_range[1]):
+        failures.append(LOOK_AT_CAMERA)
+    if eye_contrast < s.min_eye_contrast:
+        failures.append(UNCOVER_EYES)
+    if not (s.exposure_range[0] <= brightness <= s.exposure_range[1]) or clipped > s.max_clipped:
+        failures.append(MOVE_INTO_LIGHT)
+    if sharpness < s.min_sharpness:
+        failures.append(HOLD_STILL)
+    measures = {
+        "eye_distance_px": round(iod, 2), "yaw": round(yaw, 4), "pitch": round(pitch, 4),
+        "roll_deg": round(roll, 2), "sharpness": round(sharpness, 2),
+        "brightness": round(brightness, 2), "clipped": round(clipped, 4),
+        "eye_contrast": round(eye_contrast, 4), "faces": float(1 + others),
+        "detector_score": round(face.score, 4),
+        "box_x0": round(x0, 1), "box_y0": round(y0, 1), "box_x1": round(x1, 1),
+        "box_y1": round(y1, 1),
+    }
+    return FrameQuality(measures, tuple(failures))

@@ -1,0 +1,162 @@
+"""1:1 verification: the document portrait against the best live frames.
+
+The decision threshold is not a guess: it comes from a calibration (``gate calibrate``)
+that measured the false-match rate of this pack against score, stored beside the pack
+as ``calibration.json`` keyed by target FMR. Without a calibration the pack's own default
+is used and the decision record says so (``threshold_source = "pack-default"``).
+
+Presentation-attack detection (PAD) plugs in at :class:`PresentationAttackCheck`; until
+one is configured, the record says ``pad.checked = False`` so an auditor sees it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import structlog
+
+from gate.stages import CaptureOutcome, DocumentOutcome, MatchDecision
+from models.face import DetectedFace, FaceModel
+
+log = structlog.get_logger(__name__)
+
+NO_FACE_IN_DOCUMENT = "NO_FACE_IN_DOCUMENT"
+NO_FACE_IN_LIVE = "NO_FACE_IN_LIVE"
+SCORE_BELOW_THRESHOLD = "SCORE_BELOW_THRESHOLD"
+PRESENTATION_ATTACK = "PRESENTATION_ATTACK"
+
+
+@dataclass(frozen=True)
+class PadResult:
+    bona_fide: bool
+    score: float
+    method: str
+
+
+class PresentationAttackCheck(Protocol):
+    """A PAD method (texture, depth, challenge–response…) judging the live frames."""
+
+    def check(self, frames: Sequence[np.ndarray],
+              quality: Sequence[Mapping[str, float]]) -> PadResult: ...
+
+
+def fmr_key(target_fmr: float) -> str:
+    return f"{target_fmr:.0e}"
+
+
+def resolve_threshold(model: FaceModel, target_fmr: float, threshold: float | None
+                      ) -> tuple[float, str]:
+    """Explicit setting > calibration for this FMR and this pack > the pack's default."""
+    if threshold is not None:
+        return float(threshold), "configured"
+    cal = model.calibration
+    if cal and cal.get("pack_hash") == model.pack_hash:
+        t = cal.get("thresholds", {}).get(fmr_key(target_fmr))
+        if t is not None:
+            return float(t), f"calibration:{cal.get('pairs', '?')}"
+    return model.default_threshold, "pack-default"
+
+
+def _box_from_quality(q: Mapping[str, float]) -> tuple[float, float, float, float] | None:
+    try:
+        return (q["box_x0"], q["box_y0"], q["box_x1"], q["box_y1"])
+    except KeyError:
+        return None
+
+
+class FaceMatch:
+    """The lane's :class:`gate.stages.FaceVerifier`."""
+
+    def __init__(self, model: FaceModel, target_fmr: float = 1e-3,
+                 threshold: float | None = None,
+                 pad: PresentationAttackCheck | None = None) -> None:
+        self.model = model
+        self.target_fmr = target_fmr
+        self.threshold, self.threshold_source = resolve_threshold(model, target_fmr, threshold)
+        self.pad = pad
+
+    def _embed_largest(self, image: np.ndarray, box: tuple[float, float, float, float] | None,
+                       timings: dict[str, float]) -> np.ndarray | None:
+        t = time.perf_counter()
+        if box is not None:
+            face = DetectedFace(box, 1.0)
+        else:
+            faces = self.model.detect(image)
+            if not faces:
+                timings["detect_ms"] = timings.get("detect_ms", 0) + _ms(t)
+                return None
+            face = faces[0]
+        t1 = time.perf_counter()
+        timings["detect_ms"] = timings.get("detect_ms", 0) + (t1 - t) * 1000
+        face = self.model.landmarks(image, face)
+        chip = self.model.align(image, face)
+        t2 = time.perf_counter()
+        timings["align_ms"] = timings.get("align_ms", 0) + (t2 - t1) * 1000
+        emb = self.model.embed([chip])[0]
+        timings["embed_ms"] = timings.get("embed_ms", 0) + _ms(t2)
+        return emb
+
+    def compare(self, reference: np.ndarray, lives: Sequence[np.ndarray],
+                live_quality: Sequence[Mapping[str, float]] = ()) -> MatchDecision:
+        """Score a portrait (or a whole document page) against live frames."""
+        t0 = time.perf_counter()
+        timings: dict[str, float] = {}
+        record: dict[str, Any] = {
+            "pack": self.model.pack_id, "pack_hash": self.model.pack_hash,
+            "provider": self.model.provider, "target_fmr": self.target_fmr,
+            "threshold_source": self.threshold_source, "live_quality": list(live_quality),
+        }
+        ref = self._embed_largest(reference, None, timings)
+        if ref is None:
+            return self._decide(False, float("nan"), (NO_FACE_IN_DOCUMENT,), record, timings,
+                                t0)
+        scores: list[float | None] = []
+        for i, live in enumerate(lives):
+            q = live_quality[i] if i < len(live_quality) else {}
+            emb = self._embed_largest(live, _box_from_quality(q), timings)
+            scores.append(None if emb is None else self.model.score(ref, emb))
+        record["frame_scores"] = [None if s is None else round(s, 4) for s in scores]
+        valid = [s for s in scores if s is not None]
+        if not valid:
+            return self._decide(False, float("nan"), (NO_FACE_IN_LIVE,), record, timings, t0)
+        score = max(valid)
+        reasons: list[str] = []
+        if self.pad is not None:
+            result = self.pad.check(lives, live_quality)
+            record["pad"] = {"checked": True, "bona_fide": result.bona_fide,
+                             "score": result.score, "method": result.method}
+            if not result.bona_fide:
+                reasons.append(PRESENTATION_ATTACK)
+        else:
+            record["pad"] = {"checked": False}
+        if score < self.threshold:
+            reasons.append(SCORE_BELOW_THRESHOLD)
+        return self._decide(not reasons, score, tuple(reasons), record, timings, t0)
+
+    def verify(self, document: DocumentOutcome, capture: CaptureOutcome) -> MatchDecision:
+        if document.portrait is None:
+            return self._decide(False, float("nan"), (NO_FACE_IN_DOCUMENT,),
+                                {"pack": self.model.pack_id, "target_fmr": self.target_fmr},
+                                {}, time.perf_counter())
+        if not capture.ok or not capture.frames:
+            return self._decide(False, float("nan"), (NO_FACE_IN_LIVE,),
+                                {"pack": self.model.pack_id, "target_fmr": self.target_fmr},
+                                {}, time.perf_counter())
+        return self.compare(document.portrait, capture.frames, capture.quality)
+
+    def _decide(self, match: bool, score: float, reasons: tuple[str, ...],
+                record: dict[str, Any], timings: dict[str, float], t0: float) -> MatchDecision:
+        record["timings_ms"] = {k: round(v, 2) for k, v in timings.items()}
+        record["timings_ms"]["total_ms"] = round(_ms(t0), 2)
+        decision = MatchDecision(match=match, score=score, threshold=self.threshold,
+                                 reasons=reasons, record=record)
+        log.info("face_match", **decision.log_summary())
+        return decision
+
+
+def _ms(t: float) -> float:
+    return (time.perf_counter() - t) * 1000

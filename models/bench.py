@@ -1,0 +1,172 @@
+"""Face pipeline benchmark: detect, landmarks+align, embed on a 1280×720 lane frame.
+
+Prints ms p50/p99 per step and batched embedding throughput (faces/s). ``--provider
+cuda`` requires the CUDA provider for every session (it refuses to run on the CPU
+silently), so a GPU figure from this command really is a GPU figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+import numpy as np
+
+_PROVIDER_TO_GPU = {"cpu": "off", "cuda": "required", "tensorrt": "required", "auto": "preferred"}
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--provider", choices=sorted(_PROVIDER_TO_GPU), default="auto")
+    p.add_argument("--pack", default="dlib-resnet-v1")
+    p.add_argument("--detector", choices=("hog", "mmod"), default="hog")
+    p.add_argument("--repeat", type=int, default=30, help="timed runs per step")
+    p.add_argument("--batch", type=int, default=32, help="faces per batched embedding run")
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads")
+    p.add_argument("--networks-only", action="store_true",
+                   help="time the ONNX networks alone on synthetic input (no dlib, no OpenCV)")
+    p.add_argument("--json", action="store_true")
+
+
+def _networks_only(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
+    """The converted networks on the chosen provider, fed as the pipeline feeds them:
+    descriptor at batch 1 and ``--batch``; MMOD on the one canvas a 1280×720 frame
+    becomes (detection at 640 px wide)."""
+    import onnxruntime as ort
+
+    from models.mmod import plan_pyramid
+    from models.pack import resolve_pack, verify_pack
+    from models.runtime import open_session
+
+    folder = resolve_pack(args.pack)
+    manifest = verify_pack(folder)
+    emb, emb_info = open_session(folder / manifest.file("embedder"), settings)
+    det, det_info = open_session(folder / manifest.file("detector_cnn"), settings,
+                                 fixed_shape=False)
+    rng = np.random.default_rng(0)
+    one = rng.uniform(0, 255, (1, 3, 150, 150)).astype(np.float32)
+    many = rng.uniform(0, 255, (args.batch, 3, 150, 150)).astype(np.float32)
+    _, ch, cw = plan_pyramid(360, 640)
+    canvas = rng.integers(0, 256, (1, ch, cw, 3), dtype=np.uint8)
+    batch_ms = _timed(lambda: emb.run(None, {"chips": many}), max(5, args.repeat // 5), warm=3)
+    return {
+        "pack": manifest.pack_id, "onnxruntime": ort.__version__,
+        "sessions": [emb_info.__dict__, det_info.__dict__],
+        "descriptor_batch1": _stats(_timed(lambda: emb.run(None, {"chips": one}),
+                                           args.repeat, warm=5)),
+        "descriptor_batch": {"batch": args.batch, **_stats(batch_ms),
+                             "faces_per_s": round(args.batch / (float(np.median(batch_ms))
+                                                                / 1000), 1)},
+        "mmod_canvas": {"shape": [ch, cw], **_stats(_timed(
+            lambda: det.run(None, {"image": canvas}), args.repeat, warm=5))},
+    }
+
+
+def _timed(fn: Callable[[], object], repeat: int, warm: int = 3) -> list[float]:
+    for _ in range(warm):
+        fn()
+    out = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def _stats(ms: list[float]) -> dict[str, float]:
+    a = np.asarray(ms)
+    return {"p50_ms": round(float(np.percentile(a, 50)), 2),
+            "p99_ms": round(float(np.percentile(a, 99)), 2)}
+
+
+def _run(args: argparse.Namespace, out: TextIO) -> int:
+    def say(text: str) -> None:
+        print(text, file=out)
+
+    from models.pack import PackError
+    from models.runtime import GpuUnavailable, RuntimeSettings
+
+    settings = RuntimeSettings(gpu=_PROVIDER_TO_GPU[args.provider],  # type: ignore[arg-type]
+                               tensorrt=args.provider == "tensorrt", threads=args.threads)
+    if args.networks_only:
+        try:
+            nets = _networks_only(args, settings)
+        except (PackError, GpuUnavailable) as exc:
+            say(json.dumps({"error": str(exc)}) if args.json else f"error: {exc}")
+            return 3
+        say(json.dumps(nets) if args.json else json.dumps(nets, indent=2))
+        return 0
+    import onnxruntime as ort
+
+    from models.face import load_face_model
+    from sim.camera import View, render
+    from sim.people import person
+
+    try:
+        model = load_face_model(args.pack, settings, detector=args.detector)
+    except (PackError, GpuUnavailable) as exc:
+        say(json.dumps({"error": str(exc)}) if args.json else f"error: {exc}")
+        return 3
+    frame = render((person("astronaut"), View(face_px=240)))
+    faces = model.detect(frame)
+    if len(faces) != 1:
+        say(f"error: benchmark frame shows {len(faces)} faces, expected 1")
+        return 2
+    face = model.landmarks(frame, faces[0])
+    chip = model.align(frame, face)
+
+    def align() -> None:
+        model.align(frame, model.landmarks(frame, faces[0]))
+
+    def total() -> None:
+        f = model.detect(frame)[0]
+        model.embed([model.align(frame, model.landmarks(frame, f))])
+
+    steps = {
+        "detect": _timed(lambda: model.detect(frame), args.repeat),
+        "landmarks_align": _timed(align, args.repeat),
+        "embed": _timed(lambda: model.embed([chip]), args.repeat),
+        "total": _timed(total, args.repeat),
+    }
+    batch = [chip] * args.batch
+    batched = _timed(lambda: model.embed(batch), max(3, args.repeat // 5), warm=2)
+    faces_per_s = args.batch / (float(np.percentile(batched, 50)) / 1000)
+    result: dict[str, Any] = {
+        "pack": model.pack_id, "detector": args.detector,
+        "frame": "1280x720", "sessions": [s.__dict__ for s in model.sessions],
+        "onnxruntime": ort.__version__, "device": ort.get_device(),
+        "cpu": platform.processor() or platform.machine(),
+        "steps": {k: _stats(v) for k, v in steps.items()},
+        "embed_batch": {"batch": args.batch, **_stats(batched),
+                        "faces_per_s": round(faces_per_s, 1)},
+    }
+    if args.json:
+        say(json.dumps(result))
+        return 0
+    say(f"pack {model.pack_id}, detector {args.detector}, provider "
+          f"{model.provider}, onnxruntime {ort.__version__}, frame 1280x720")
+    for name, st in result["steps"].items():
+        say(f"  {name:16s} p50 {st['p50_ms']:8.2f} ms   p99 {st['p99_ms']:8.2f} ms")
+    eb = result["embed_batch"]
+    say(f"  embed batch {eb['batch']:3d}   p50 {eb['p50_ms']:8.2f} ms   "
+          f"{eb['faces_per_s']:.0f} faces/s")
+    return 0
+
+
+
+def run(args: argparse.Namespace) -> int:
+    """Log lines go to stderr while the command works: stdout carries only its result."""
+    out = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):
+        return _run(args, out)
+
+
+if __name__ == "__main__":  # ``python -m models.bench``: no CLI registration needed
+    _parser = argparse.ArgumentParser(prog="python -m models.bench", description=__doc__)
+    configure(_parser)
+    raise SystemExit(run(_parser.parse_args()))
