@@ -65,8 +65,9 @@ class Barrier(abc.ABC):
 
     After ``start()`` the implementation keeps the link alive on its own thread (POLL
     at least every 250 ms whatever the caller is doing) and calls every subscribed
-    handler, on that thread, with each notice. Handlers must be quick: the lane only
-    puts the notice on its own queue.
+    handler with each notice, in order, on a notice thread of its own, so that even a
+    handler that blocks cannot delay the poll. Handlers should still be quick: the lane
+    only puts the notice on its own queue.
 
     Commands block until the board answered (ACK/NAK) and raise ``CommandRejected`` or
     ``LinkDown``; they are safe to call from any thread.

@@ -360,7 +360,9 @@ def event_id_newer(candidate: int, reference: int) -> bool:
     counts as newer, while a board restart (ids starting again at 1 after a large id)
     is detected separately by the RESTARTED event or by ids going backwards a long way.
     """
+    if candidate == 0:  # 0 is "no event", outside the 1..65535 ring: never newer
+        return False
     if reference == 0:
-        return candidate != 0
+        return True
     diff = (candidate - reference) % 65535
     return 0 < diff < 32768
