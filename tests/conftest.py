@@ -26,6 +26,14 @@ from doubles import (
 
 from gate.config import LaneConfig, Timeouts
 from gate.lane import Lane, PassageRecord, StateChange
+from gate.logsetup import configure_logging
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _product_logging() -> None:
+    """Log as the product does (JSON, privacy filter, INFO) rather than structlog's
+    default of every debug line on stdout; tests that inspect logs configure their own."""
+    configure_logging("INFO", json=True)
 
 #: Short timeouts for the simulated lane at speed 10 (door travel 0.08-0.1 s).
 SIM_TIMEOUTS = Timeouts(
