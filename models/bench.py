@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+_CONV_SEARCHES = ("HEURISTIC", "EXHAUSTIVE", "DEFAULT")  # models.runtime.CONV_SEARCHES
 _PROVIDER_TO_GPU = {"cpu": "off", "cuda": "required", "tensorrt": "required", "auto": "preferred"}
 
 
@@ -28,6 +29,14 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeat", type=int, default=30, help="timed runs per step")
     p.add_argument("--batch", type=int, default=32, help="faces per batched embedding run")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads")
+    p.add_argument("--aligner", choices=("dlib", "opencv"), default="dlib",
+                   help="chip cutting: dlib's get_face_chip (default) or models.chip")
+    p.add_argument("--mmod-pyramid", choices=("auto", "opencv", "graph"), default="auto",
+                   help="MMOD pyramid: OpenCV on the host, or in the graph on the provider "
+                        "(auto: graph on a GPU)")
+    p.add_argument("--conv-search", choices=_CONV_SEARCHES, default="HEURISTIC",
+                   help="cuDNN algorithm search for the detector (several input shapes); "
+                        "DEFAULT = cuDNN fallback engines, the setting before 2026-11-26")
     p.add_argument("--networks-only", action="store_true",
                    help="time the ONNX networks alone on synthetic input (no dlib, no OpenCV)")
     p.add_argument("--json", action="store_true")
@@ -54,9 +63,26 @@ def _networks_only(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
     _, ch, cw = plan_pyramid(360, 640)
     canvas = rng.integers(0, 256, (1, ch, cw, 3), dtype=np.uint8)
     batch_ms = _timed(lambda: emb.run(None, {"chips": many}), max(5, args.repeat // 5), warm=3)
+    sessions = [emb_info.__dict__, det_info.__dict__]
+    graph: dict[str, Any] = {}
+    if args.mmod_pyramid != "opencv":
+        # the pyramid-in-the-graph detector as the GPU pipeline runs it: 640×360 BGR in
+        import onnx
+
+        from models.mmod import pyramid_model
+
+        name = manifest.file("detector_cnn")
+        model = pyramid_model(onnx.load(str(folder / name)), 360, 640)
+        fused, fused_info = open_session(folder / name, settings, model=model.SerializeToString(),
+                                         sha256=manifest.files[name]["sha256"],
+                                         name=f"{name}+pyramid640x360")
+        sessions.append(fused_info.__dict__)
+        frame = rng.integers(0, 256, (1, 360, 640, 3), dtype=np.uint8)
+        graph = {"mmod_pyramid_graph": {"input": [360, 640], **_stats(_timed(
+            lambda: fused.run(None, {"frame": frame}), args.repeat, warm=5))}}
     return {
-        "pack": manifest.pack_id, "onnxruntime": ort.__version__,
-        "sessions": [emb_info.__dict__, det_info.__dict__],
+        "pack": manifest.pack_id, "onnxruntime": ort.__version__, "variant": _variant(args),
+        "sessions": sessions, **graph,
         "descriptor_batch1": _stats(_timed(lambda: emb.run(None, {"chips": one}),
                                            args.repeat, warm=5)),
         "descriptor_batch": {"batch": args.batch, **_stats(batch_ms),
@@ -65,6 +91,14 @@ def _networks_only(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
         "mmod_canvas": {"shape": [ch, cw], **_stats(_timed(
             lambda: det.run(None, {"image": canvas}), args.repeat, warm=5))},
     }
+
+
+def _variant(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings that trade speed against something, so two JSON files say how they
+    differ."""
+    return {"aligner": args.aligner, "mmod_pyramid": args.mmod_pyramid,
+            "conv_search_detector": args.conv_search,
+            "conv_search_descriptor": "EXHAUSTIVE", "threads": args.threads}
 
 
 def _timed(fn: Callable[[], object], repeat: int, warm: int = 3) -> list[float]:
@@ -92,7 +126,8 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     from models.runtime import GpuUnavailable, RuntimeSettings
 
     settings = RuntimeSettings(gpu=_PROVIDER_TO_GPU[args.provider],  # type: ignore[arg-type]
-                               tensorrt=args.provider == "tensorrt", threads=args.threads)
+                               tensorrt=args.provider == "tensorrt", threads=args.threads,
+                               conv_search_variable=args.conv_search)
     if args.networks_only:
         try:
             nets = _networks_only(args, settings)
@@ -108,7 +143,8 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     from sim.people import person
 
     try:
-        model = load_face_model(args.pack, settings, detector=args.detector)
+        model = load_face_model(args.pack, settings, detector=args.detector,
+                                aligner=args.aligner, mmod_pyramid=args.mmod_pyramid)
     except (PackError, GpuUnavailable) as exc:
         say(json.dumps({"error": str(exc)}) if args.json else f"error: {exc}")
         return 3
@@ -137,7 +173,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     batched = _timed(lambda: model.embed(batch), max(3, args.repeat // 5), warm=2)
     faces_per_s = args.batch / (float(np.percentile(batched, 50)) / 1000)
     result: dict[str, Any] = {
-        "pack": model.pack_id, "detector": args.detector,
+        "pack": model.pack_id, "detector": args.detector, "variant": _variant(args),
         "frame": "1280x720", "sessions": [s.__dict__ for s in model.sessions],
         "onnxruntime": ort.__version__, "device": ort.get_device(),
         "cpu": platform.processor() or platform.machine(),
@@ -148,8 +184,9 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         say(json.dumps(result))
         return 0
-    say(f"pack {model.pack_id}, detector {args.detector}, provider "
-          f"{model.provider}, onnxruntime {ort.__version__}, frame 1280x720")
+    say(f"pack {model.pack_id}, detector {args.detector}, aligner {args.aligner}, "
+        f"detector conv search {args.conv_search}, provider {model.provider}, "
+        f"onnxruntime {ort.__version__}, frame 1280x720")
     for name, st in result["steps"].items():
         say(f"  {name:16s} p50 {st['p50_ms']:8.2f} ms   p99 {st['p99_ms']:8.2f} ms")
     eb = result["embed_batch"]

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import structlog
 
+from models.chip import face_chip
 from models.pack import (
     DEFAULT_PACK,
     Manifest,
@@ -29,7 +30,7 @@ from models.pack import (
     resolve_pack,
     verify_pack,
 )
-from models.runtime import RuntimeSettings, SessionInfo, open_session
+from models.runtime import GpuUnavailable, RuntimeSettings, SessionInfo, open_session
 
 log = structlog.get_logger(__name__)
 
@@ -77,6 +78,10 @@ def _rgb(frame_bgr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB))
 
 
+ALIGNERS = ("dlib", "opencv")
+MMOD_PYRAMIDS = ("auto", "opencv", "graph")
+
+
 class DlibFaceModel:
     """The default pack: dlib's detector and landmarks, the converted ResNet on onnxruntime.
 
@@ -89,8 +94,17 @@ class DlibFaceModel:
     chip_size = 150
 
     def __init__(self, folder: Path, manifest: Manifest, settings: RuntimeSettings,
-                 detector: str = "hog", detect_width: int = 640) -> None:
+                 detector: str = "hog", detect_width: int = 640,
+                 aligner: str = "dlib", mmod_pyramid: str = "auto",
+                 camera_size: tuple[int, int] = (1280, 720)) -> None:
         import dlib
+
+        if aligner not in ALIGNERS:
+            raise PackError(f"unknown aligner {aligner!r} ({' or '.join(ALIGNERS)})")
+        if mmod_pyramid not in MMOD_PYRAMIDS:
+            raise PackError(f"unknown mmod_pyramid {mmod_pyramid!r} "
+                            f"({' | '.join(MMOD_PYRAMIDS)})")
+        self.aligner = aligner
 
         self.folder = folder
         self.manifest = manifest
@@ -116,8 +130,32 @@ class DlibFaceModel:
             # exhaustive cuDNN search on each change of shape would cost more than it saves.
             session, dinfo = open_session(folder / det, settings, fixed_shape=False,
                                           sha256=manifest.files[det]["sha256"])
-            self._mmod = MmodDetector(session)
             infos.append(dinfo)
+            fused = {}
+            if mmod_pyramid == "graph" or (mmod_pyramid == "auto" and dinfo.device != "cpu"):
+                # the lane camera's frames: pyramid on the device, one fixed input shape
+                import onnx
+
+                from models.mmod import pyramid_model
+
+                w, h = camera_size
+                scale = self._detect_scale((h, w))
+                shape = (round(h * scale), round(w * scale))
+                try:
+                    graph = pyramid_model(onnx.load(str(folder / det)), *shape)
+                    fsession, finfo = open_session(
+                        folder / det, settings, sha256=manifest.files[det]["sha256"],
+                        model=graph.SerializeToString(),
+                        name=f"{det}+pyramid{shape[1]}x{shape[0]}")
+                except (ValueError, onnx.checker.ValidationError, RuntimeError) as exc:
+                    if mmod_pyramid == "graph" or isinstance(exc, GpuUnavailable):
+                        raise
+                    # auto: the host pyramid still works, only slower
+                    log.warning("mmod_pyramid_graph_unavailable", error=str(exc)[:200])
+                else:
+                    fused[shape] = fsession
+                    infos.append(finfo)
+            self._mmod = MmodDetector(session, fused=fused)
         else:
             raise PackError(f"unknown detector {detector!r} (hog or mmod)")
         self.sessions = tuple(infos)
@@ -139,11 +177,13 @@ class DlibFaceModel:
         scale = self._detect_scale(frame_bgr.shape)
         interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
         small = cv2.resize(frame_bgr, None, fx=scale, fy=scale, interpolation=interp)
-        rgb = _rgb(small)
         if self._mmod is not None:
-            boxes = self._mmod.detect(rgb)
+            # colour-converted straight into the detector's canvas: one copy fewer
+            boxes = self._mmod.detect(
+                cv2.cvtColor(small, cv2.COLOR_GRAY2BGR) if small.ndim == 2 else small,
+                bgr=True)
         else:
-            rects, scores, _ = self._hog.run(rgb, 0, 0.0)
+            rects, scores, _ = self._hog.run(_rgb(small), 0, 0.0)
             boxes = [((r.left(), r.top(), r.right() + 1, r.bottom() + 1), float(s))
                      for r, s in zip(rects, scores, strict=True)]
         faces = [DetectedFace(box=(x0 / scale, y0 / scale, x1 / scale, y1 / scale), score=s)
@@ -163,31 +203,52 @@ class DlibFaceModel:
         return _rgb(frame_bgr[top:bottom, left:right]), left, top
 
     def landmarks(self, frame_bgr: np.ndarray, face: DetectedFace) -> DetectedFace:
+        """dlib's shape predictor reads pixel intensity as the mean of the three channels,
+        so it runs on the BGR frame itself: no crop, no colour conversion (tested: the
+        same points as on the RGB neighbourhood)."""
         import dlib
 
-        rgb, left, top = self._around(frame_bgr, face.box)
+        frame = np.ascontiguousarray(frame_bgr)
         x0, y0, x1, y1 = (round(v) for v in face.box)
-        rect = dlib.rectangle(x0 - left, y0 - top, x1 - 1 - left, y1 - 1 - top)
-        shape = self._shape(rgb, rect)
-        pts = np.array([[shape.part(i).x + left, shape.part(i).y + top] for i in range(5)],
-                       np.float32)
+        shape = self._shape(frame, dlib.rectangle(x0, y0, x1 - 1, y1 - 1))
+        pts = np.array([[shape.part(i).x, shape.part(i).y] for i in range(5)], np.float32)
         return DetectedFace(face.box, face.score, pts)
 
     def align(self, frame_bgr: np.ndarray, face: DetectedFace) -> np.ndarray:
-        """The 150×150 RGB chip exactly as dlib cuts it (the descriptor was trained on it)."""
-        import dlib
-
+        """The 150×150 RGB chip exactly as dlib cuts it (the descriptor was trained on it):
+        ``aligner = "dlib"`` calls dlib's ``get_face_chip`` on the BGR frame, ``"opencv"``
+        reproduces it with numpy + OpenCV (``models.chip``; no faster on a 2-core CPU, and
+        slower for faces over ~400 px, so not the default)."""
         if face.landmarks is None:
             face = self.landmarks(frame_bgr, face)
         assert face.landmarks is not None
-        rgb, left, top = self._around(frame_bgr, face.box)
-        x0, y0, x1, y1 = (round(v) for v in face.box)
+        if self.aligner == "opencv":
+            chip = face_chip(frame_bgr, np.round(face.landmarks), size=self.chip_size,
+                             padding=0.25)
+            if chip.ndim == 2:
+                return cv2.cvtColor(chip, cv2.COLOR_GRAY2RGB)
+            return cv2.cvtColor(chip, cv2.COLOR_BGR2RGB)
+        return self._dlib_chip(frame_bgr, face.landmarks, face.box)
+
+    def _dlib_chip(self, frame_bgr: np.ndarray, landmarks: np.ndarray,
+                   box: tuple[float, float, float, float]) -> np.ndarray:
+        """dlib's get_face_chip interpolates each channel alone, so it cuts the chip from
+        the BGR frame itself (only the face's bounding box is read) and the chip's channels
+        are swapped after: the same pixels as from an RGB copy, without the copy."""
+        import dlib
+
+        bgr = frame_bgr.ndim == 3 and frame_bgr.shape[2] == 3
+        if bgr:
+            image, left, top = np.ascontiguousarray(frame_bgr), 0, 0
+        else:  # grey or 4-channel: an RGB copy of the neighbourhood, as before
+            image, left, top = self._around(frame_bgr, box)
+        x0, y0, x1, y1 = (round(v) for v in box)
         parts = [dlib.point(round(float(x)) - left, round(float(y)) - top)
-                 for x, y in face.landmarks]
+                 for x, y in landmarks]
         rect = dlib.rectangle(x0 - left, y0 - top, x1 - 1 - left, y1 - 1 - top)
         shape = dlib.full_object_detection(rect, parts)
-        chip = dlib.get_face_chip(rgb, shape, size=self.chip_size, padding=0.25)
-        return np.asarray(chip)
+        chip = np.asarray(dlib.get_face_chip(image, shape, size=self.chip_size, padding=0.25))
+        return cv2.cvtColor(chip, cv2.COLOR_BGR2RGB) if bgr else chip
 
     def embed(self, chips: Sequence[np.ndarray]) -> np.ndarray:
         if not chips:
@@ -279,7 +340,9 @@ class InsightfaceModel:
 
 def load_face_model(pack: str | Path = DEFAULT_PACK,
                     settings: RuntimeSettings | None = None, *, detector: str = "hog",
-                    detect_width: int = 640, warm_up: bool = True) -> FaceModel:
+                    detect_width: int = 640, aligner: str = "dlib",
+                    mmod_pyramid: str = "auto", camera_size: tuple[int, int] = (1280, 720),
+                    warm_up: bool = True) -> FaceModel:
     """Open a pack, check its files, create its sessions and warm them up.
 
     Warm-up runs one detection and one embedding on a synthetic frame so that the first
@@ -291,14 +354,15 @@ def load_face_model(pack: str | Path = DEFAULT_PACK,
     model: FaceModel
     if manifest.kind == "dlib":
         model = DlibFaceModel(folder, manifest, settings, detector=detector,
-                              detect_width=detect_width)
+                              detect_width=detect_width, aligner=aligner,
+                              mmod_pyramid=mmod_pyramid, camera_size=camera_size)
     elif manifest.kind == "insightface":
         model = InsightfaceModel(folder, manifest, settings)
     else:
         raise PackError(f"pack {manifest.pack_id}: unknown kind {manifest.kind!r}")
     t0 = time.perf_counter()
     if warm_up:
-        frame = np.full((720, 1280, 3), 128, np.uint8)
+        frame = np.full((camera_size[1], camera_size[0], 3), 128, np.uint8)
         model.detect(frame)
         model.embed([np.full((model.chip_size, model.chip_size, 3), 128, np.uint8)])
     log.info("face_pack_ready", pack=model.pack_id, pack_hash=model.pack_hash[:16],

@@ -22,6 +22,7 @@ log = structlog.get_logger(__name__)
 
 GpuPolicy = Literal["required", "preferred", "off"]
 GPU_POLICIES: tuple[str, ...] = ("required", "preferred", "off")
+CONV_SEARCHES: tuple[str, ...] = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 _GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
@@ -35,6 +36,13 @@ class RuntimeSettings:
     device_id: int = 0
     tensorrt: bool = False  # TensorRT builds engines for minutes at first start: opt-in
     threads: int = 0  # 0 = onnxruntime's default (all cores)
+    # cuDNN convolution-algorithm choice (CUDA provider). EXHAUSTIVE times every algorithm
+    # once per input shape: right for a network that always sees one shape. HEURISTIC asks
+    # cuDNN's heuristics, no timing: for networks fed several shapes. DEFAULT is a trap in
+    # onnxruntime ≥ 1.20: it selects cuDNN's *fallback* engines ("running in Fallback
+    # mode. May be extremely slow." in the log).
+    conv_search_fixed: str = "EXHAUSTIVE"
+    conv_search_variable: str = "HEURISTIC"
 
 
 @dataclass(frozen=True)
@@ -67,7 +75,7 @@ def _provider_list(settings: RuntimeSettings, fixed_shape: bool) -> list[Any]:
         if "CUDAExecutionProvider" in available:
             # A network fed many input shapes (detector pyramids) must not re-run the
             # exhaustive cuDNN search on each new shape: that is 1000× slower.
-            search = "EXHAUSTIVE" if fixed_shape else "DEFAULT"
+            search = settings.conv_search_fixed if fixed_shape else settings.conv_search_variable
             wanted.append(("CUDAExecutionProvider", {
                 "device_id": settings.device_id, "cudnn_conv_algo_search": search}))
     wanted.append("CPUExecutionProvider")
@@ -98,10 +106,18 @@ def _preload_cuda_libraries() -> None:
 
 
 def open_session(path: str | Path, settings: RuntimeSettings, *, fixed_shape: bool = True,
-                 sha256: str | None = None) -> tuple[ort.InferenceSession, SessionInfo]:
-    """One inference session, checked against the GPU policy before it is handed out."""
+                 sha256: str | None = None, model: bytes | None = None,
+                 name: str | None = None) -> tuple[ort.InferenceSession, SessionInfo]:
+    """One inference session, checked against the GPU policy before it is handed out.
+
+    ``model``: a serialised graph built in memory from the file at ``path`` (which
+    ``sha256`` then describes), shown as ``name`` in the self-check."""
+    name = name or Path(path).name
     if settings.gpu not in GPU_POLICIES:
         raise ValueError(f"gpu must be one of {GPU_POLICIES}, not {settings.gpu!r}")
+    for search in (settings.conv_search_fixed, settings.conv_search_variable):
+        if search not in CONV_SEARCHES:
+            raise ValueError(f"conv search must be one of {CONV_SEARCHES}, not {search!r}")
     available = ort.get_available_providers()
     if settings.gpu != "off" and any(p in available for p in _GPU_PROVIDERS):
         _preload_cuda_libraries()
@@ -117,16 +133,17 @@ def open_session(path: str | Path, settings: RuntimeSettings, *, fixed_shape: bo
     # PC that spinning steals the cores the detector (dlib, OpenCV) needs next — measured
     # on 2 cores: detect+align+embed 148 ms p50 with spinning, 36 ms without.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(path), sess_options=options,
+    session = ort.InferenceSession(model if model is not None else str(path),
+                                   sess_options=options,
                                    providers=_provider_list(settings, fixed_shape))
     active = session.get_providers()[0]
     if settings.gpu == "required" and active not in _GPU_PROVIDERS:
-        raise GpuUnavailable(f"gpu=required but {Path(path).name} runs on {active}: the CUDA "
+        raise GpuUnavailable(f"gpu=required but {name} runs on {active}: the CUDA "
                              "provider failed to load (CUDA/cuDNN libraries?)")
     if settings.gpu == "preferred" and active not in _GPU_PROVIDERS and any(
             p in available for p in _GPU_PROVIDERS):
-        log.warning("gpu_fallback_to_cpu", model=Path(path).name, active=active)
+        log.warning("gpu_fallback_to_cpu", model=name, active=active)
     device = f"cuda:{settings.device_id}" if active in _GPU_PROVIDERS else "cpu"
-    info = SessionInfo(model=Path(path).name, sha256=sha256 or file_sha256(path),
+    info = SessionInfo(model=name, sha256=sha256 or file_sha256(path),
                        provider=active, device=device)
     return session, info

@@ -29,6 +29,9 @@ class FaceConfig:
     tensorrt: bool = False
     detector: str = "hog"  # hog | mmod (dlib pack)
     detect_width: int = 640  # long side of the frame as the detector sees it
+    aligner: str = "dlib"  # dlib (get_face_chip on the BGR frame) | opencv (models.chip)
+    mmod_pyramid: str = "auto"  # auto (graph on a GPU) | opencv | graph
+    camera_size: tuple[int, int] = (1280, 720)  # width, height: the shape the GPU graph fits
     camera: str = "camera:0"  # camera:N | file:PATH | rtsp://… | sim:SCENE
     target_fmr: float = 1e-3
     threshold: float | None = None  # overrides the calibrated threshold when set
@@ -46,6 +49,8 @@ class FaceConfig:
             if isinstance(cap.get("quality"), Mapping):
                 cap["quality"] = QualitySettings(**cap["quality"])
             kwargs["capture"] = CaptureSettings(**cap)
+        if "camera_size" in kwargs:
+            kwargs["camera_size"] = tuple(int(v) for v in kwargs["camera_size"])
         config = cls(**kwargs)
         if config.gpu not in GPU_POLICIES:
             raise ValueError(f"face.gpu must be one of {GPU_POLICIES}")
@@ -58,7 +63,9 @@ def face_stage(config: FaceConfig, pad: PresentationAttackCheck | None = None
     settings = RuntimeSettings(gpu=config.gpu, device_id=config.device_id,  # type: ignore[arg-type]
                                tensorrt=config.tensorrt)
     model = load_face_model(config.pack, settings, detector=config.detector,
-                            detect_width=config.detect_width)
+                            detect_width=config.detect_width, aligner=config.aligner,
+                            mmod_pyramid=config.mmod_pyramid,
+                            camera_size=config.camera_size)
     capture = LiveFaceCapture(model, config.camera, config.capture)
     verifier = FaceMatch(model, target_fmr=config.target_fmr, threshold=config.threshold,
                          pad=pad)
