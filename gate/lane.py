@@ -493,6 +493,9 @@ class Lane:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._cancel_capture.set()
+        if self._subscribed:
+            self._barrier.unsubscribe(self._post_notice)
+            self._subscribed = False
         if self._thread is not None:
             self._inbox.put(_STOP)
             self._thread.join(timeout)
@@ -561,7 +564,11 @@ class Lane:
     def _subscribe_barrier(self) -> None:
         if not self._subscribed:
             self._subscribed = True
-            self._barrier.subscribe(lambda notice: self._inbox.put(_Notice(notice)))
+            self._barrier.subscribe(self._post_notice)
+
+    def _post_notice(self, notice: BarrierNotice) -> None:
+        """Runs on the barrier's notice thread: only hand the notice to the owner."""
+        self._inbox.put(_Notice(notice))
 
     def _own(self) -> None:
         self._handle(None)

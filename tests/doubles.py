@@ -213,6 +213,9 @@ class FakeBarrier(Barrier):
     def subscribe(self, handler: NoticeHandler) -> None:
         self._handlers.append(handler)
 
+    def unsubscribe(self, handler: NoticeHandler) -> None:
+        self._handlers = [h for h in self._handlers if h is not handler]
+
     @property
     def link_up(self) -> bool:
         return self._link

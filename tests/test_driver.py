@@ -442,7 +442,9 @@ def test_socket_url_without_a_lock_or_a_tty(tmp_path: Any) -> None:
         board.drop_next_replies(1)
         driver.set_lamp(Side.EXIT, Signal.GREEN_ARROW)
         lamps = board.requests_of(MsgType.LAMP)
-        assert len(lamps) == 2 and lamps[0].raw == lamps[1].raw
+        # The dropped reply forces at least one resend (more if the loaded machine delays
+        # the next reply past the timeout), and every resend is the same bytes.
+        assert len(lamps) >= 2 and all(lamp.raw == lamps[0].raw for lamp in lamps)
         driver.open_door(Door.ENTRY)
         notices.wait_for(lambda n: n.status is not None and n.status.entry is DoorState.OPEN)
     finally:

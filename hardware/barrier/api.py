@@ -82,6 +82,10 @@ class Barrier(abc.ABC):
     @abc.abstractmethod
     def subscribe(self, handler: NoticeHandler) -> None: ...
 
+    @abc.abstractmethod
+    def unsubscribe(self, handler: NoticeHandler) -> None:
+        """Stop calling ``handler``; unknown handlers are ignored."""
+
     @property
     @abc.abstractmethod
     def link_up(self) -> bool: ...

@@ -257,6 +257,9 @@ class SerialBarrier(Barrier):
     def subscribe(self, handler: NoticeHandler) -> None:
         self._handlers = [*self._handlers, handler]
 
+    def unsubscribe(self, handler: NoticeHandler) -> None:
+        self._handlers = [h for h in self._handlers if h is not handler]
+
     @property
     def link_up(self) -> bool:
         return bool(self._link)
