@@ -165,6 +165,9 @@ TRANSITIONS: list[dict[str, Any]] = [
      "dest": RECOVERING},
     {"trigger": "officer_reset", "source": [FAULT, REJECTED, CLOSING_REJECTED, OUT_OF_SERVICE],
      "dest": RECOVERING},
+    # an officer who reviewed the case clears the traveller still inside: a human decision
+    {"trigger": "officer_released", "source": [REJECTED, CLOSING_REJECTED], "dest": RELEASING,
+     "conditions": "officer_may_release", "before": "mark_officer_release"},
     # ---- overlays
     {"trigger": "emergency_raised", "source": _all_but(EMERGENCY), "dest": EMERGENCY},
     {"trigger": "emergency_cleared", "source": EMERGENCY, "dest": RECOVERING},
@@ -246,6 +249,7 @@ class Outcome(enum.StrEnum):
     TIMEOUT = "TIMEOUT"
     OUT_OF_SERVICE = "OUT_OF_SERVICE"
     EMERGENCY = "EMERGENCY"
+    OFFICER_RELEASED = "OFFICER_RELEASED"
 
 
 @dataclass(frozen=True)
@@ -319,6 +323,7 @@ class _Passage:
     capture: CaptureOutcome | None = None
     decision: MatchDecision | None = None
     tailgating_seen: bool = False
+    officer_release: bool = False  # an officer cleared this traveller after a rejection
     entry_opened: bool = False  # ENTRY left CLOSED while admitting this passage
     max_zone: int = 0
 
@@ -348,7 +353,10 @@ class _StageDone:
 @dataclass(frozen=True)
 class _Operator:
     command: str  # "present_document" | "reset" | "maintenance_on" | "maintenance_off"
+    #               | "officer_release"
     pages: tuple[np.ndarray, ...] = ()
+    passage_id: int | None = None
+    answer: queue.SimpleQueue[bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -520,6 +528,23 @@ class Lane:
     def set_maintenance(self, on: bool) -> None:
         self._inbox.put(_Operator("maintenance_on" if on else "maintenance_off"))
 
+    def officer_release(self, passage_id: int, timeout: float = 2.0) -> bool:
+        """An officer cleared the rejected traveller of ``passage_id`` who is still inside.
+
+        True when the lane took it: the passage goes on to RELEASING, where the same
+        safety guard as for a face match applies (alone in the zone, ENTRY closed). False
+        when that traveller is not (or no longer) the one in the lane, or the lane did not
+        answer within ``timeout``. Safe to call from any thread.
+        """
+        answer: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        self._inbox.put(_Operator("officer_release", passage_id=passage_id, answer=answer))
+        if self._thread is None:
+            self.run_pending()
+        try:
+            return answer.get(timeout=timeout)
+        except queue.Empty:
+            return False
+
     def subscribe(self, handler: Callable[[PassageRecord], None]) -> None:
         """``handler`` gets each finished passage, on the lane's thread: keep it quick."""
         self._record_handlers.append(handler)
@@ -642,6 +667,11 @@ class Lane:
             self._fire("officer_reset")
         elif op.command in ("maintenance_on", "maintenance_off"):
             self._maintenance_requested = op.command == "maintenance_on"
+        elif op.command == "officer_release":
+            taken = (self._passage is not None and self._passage.id == op.passage_id
+                     and self._fire("officer_released"))
+            if op.answer is not None:
+                op.answer.put(bool(taken))
 
     def _on_stage_done(self, done: _StageDone) -> None:
         passage = self._passage
@@ -805,7 +835,8 @@ class Lane:
 
     def _release_refusal(self, status: BoardStatus) -> str | None:
         passage = self._passage
-        if passage is None or passage.decision is None or not passage.decision.match:
+        if passage is None or not (passage.officer_release or (
+                passage.decision is not None and passage.decision.match)):
             return "NO_POSITIVE_DECISION"
         if passage.tailgating_seen:
             return "TAILGATING"
@@ -927,6 +958,13 @@ class Lane:
         status = self._barrier.status
         return status is not None and self._release_refusal(status) is None
 
+    def officer_may_release(self, event: EventData) -> bool:
+        """Only a lone traveller, never after tailgating, never with a cause blocking."""
+        status = self._barrier.status
+        passage = self._passage
+        return (status is not None and passage is not None and not passage.tailgating_seen
+                and status.zone_count == 1 and self._blocking_cause() is None)
+
     def nothing_blocks(self, event: EventData) -> bool:
         return self._blocking_cause() is None
 
@@ -992,6 +1030,12 @@ class Lane:
 
     def mark_passed(self, event: EventData) -> None:
         self._mark(Outcome.PASSED, event)
+
+    def mark_officer_release(self, event: EventData) -> None:
+        passage = self._require_passage()
+        passage.officer_release = True
+        passage.outcome = Outcome.OFFICER_RELEASED  # the officer's decision overrides
+        passage.reasons.append("OFFICER_RELEASE")
 
     def before_transition(self, event: EventData) -> None:
         dest = event.transition.dest if event.transition is not None else None

@@ -372,3 +372,57 @@ def test_every_state_has_lamps_and_every_waiting_state_a_timeout() -> None:
     timed = {t["source"] for t in TRANSITIONS if t["trigger"] == "timeout"}
     waiting = set(STATES) - {"emergency", "maintenance", "fault"}
     assert waiting <= timed
+
+
+def test_officer_clears_a_rejected_traveller_still_inside(fake_lane: FakeLane) -> None:
+    fake = fake_lane
+    fake.verifier.push(match_decision(False))
+    fake.to_capturing()
+    fake.stage()
+    assert fake.stage() == "rejected"
+    passage = fake.lane.passage_id
+    assert passage is not None
+    fake.travel()  # ENTRY swings open to send the traveller back...
+    assert not fake.lane.officer_release(passage + 1)  # ...a different case: refused
+    assert fake.lane.officer_release(passage)  # the officer clears this one
+    assert fake.lane.state == "releasing"
+    assert opened(fake, Door.EXIT) == 0  # not while ENTRY is still open
+    fake.travel()  # ENTRY closes first
+    fake.step()
+    assert opened(fake, Door.EXIT) == 1
+    fake.travel()
+    fake.barrier.set_zone(0)
+    assert fake.step() == "closing_exit"
+    assert fake.travel() == "idle"
+    [record] = fake.records
+    assert record.outcome is Outcome.OFFICER_RELEASED
+    assert "OFFICER_RELEASE" in record.reasons and "SCORE_BELOW_THRESHOLD" in record.reasons
+    assert fake.barrier.violations == []
+
+
+def test_officer_cannot_release_a_tailgating_pair(fake_lane: FakeLane) -> None:
+    fake = fake_lane
+    fake.to_capturing()
+    fake.barrier.set_zone(2)
+    fake.barrier.set_zone(1)  # the count settles back to one, the alarm stays
+    assert fake.step() == "rejected"
+    passage = fake.lane.passage_id
+    assert passage is not None
+    assert not fake.lane.officer_release(passage)
+    assert fake.lane.state == "rejected"
+    assert opened(fake, Door.EXIT) == 0
+
+
+def test_officer_release_needs_somebody_inside(fake_lane: FakeLane) -> None:
+    fake = fake_lane
+    fake.verifier.push(match_decision(False))
+    fake.to_capturing()
+    fake.stage()
+    assert fake.stage() == "rejected"
+    passage = fake.lane.passage_id
+    assert passage is not None
+    fake.travel()
+    fake.barrier.set_beams(Beam.ENTRY)  # walking back out through ENTRY
+    fake.barrier.set_zone(0)
+    assert not fake.lane.officer_release(passage)
+    assert opened(fake, Door.EXIT) == 0

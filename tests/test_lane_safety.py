@@ -41,6 +41,7 @@ noise = st.one_of(
     st.tuples(st.just("time"), st.sampled_from([0.1, 0.5, 3.0, 16.0, 61.0])),
     st.tuples(st.just("reset")),
     st.tuples(st.just("maintenance"), st.booleans()),
+    st.tuples(st.just("officer_release")),
 )
 
 #: The skeleton of a genuine passage; noise is interleaved with it.
@@ -52,6 +53,7 @@ class Checker:
     def __init__(self, fake: FakeLane) -> None:
         self.fake = fake
         self.tailgated: set[int] = set()
+        self.released_by_officer: set[int] = set()
         self.exit_opens = 0
         fake.barrier.check_open = self.check_open
 
@@ -63,9 +65,11 @@ class Checker:
         decision = lane.decision
         if lane.state != "releasing":
             return f"EXIT opened in {lane.state}"
-        if decision is None or not decision.match:
+        if lane.passage_id in self.released_by_officer:
+            pass  # an officer's decision, taken while the traveller was inside
+        elif decision is None or not decision.match:
             return "EXIT opened without a positive decision"
-        if not any(decision is d for d in self.fake.verifier.produced):
+        elif not any(decision is d for d in self.fake.verifier.produced):
             return "EXIT opened on a decision the verifier never made"
         if status.zone_count != 1:
             return f"EXIT opened with zone count {status.zone_count}"
@@ -111,6 +115,11 @@ class Checker:
             fake.lane.reset()
         elif kind == "maintenance":
             fake.lane.set_maintenance(action[1])
+        elif kind == "officer_release":
+            passage = fake.lane.passage_id
+            if passage is not None and fake.lane.officer_release(passage):
+                assert passage not in self.tailgated, "officer release after tailgating"
+                self.released_by_officer.add(passage)
         fake.step()
 
 
