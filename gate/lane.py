@@ -467,6 +467,7 @@ class Lane:
         self._subscribed = False
         self._record_handlers: list[Callable[[PassageRecord], None]] = []
         self._state_handlers: list[Callable[[StateChange], None]] = []
+        self._rejection_handlers: list[Callable[[PassageRecord], None]] = []
         self._state_cond = threading.Condition()
 
         self._passage: _Passage | None = None
@@ -551,6 +552,21 @@ class Lane:
 
     def subscribe_states(self, handler: Callable[[StateChange], None]) -> None:
         self._state_handlers.append(handler)
+
+    def subscribe_rejections(self, handler: Callable[[PassageRecord], None]) -> None:
+        """``handler`` gets the passage so far the moment it is rejected with the traveller
+        still inside (officer called), so a case can reach an officer while a manual
+        release is still possible; the final record follows through ``subscribe``."""
+        self._rejection_handlers.append(handler)
+
+    @property
+    def board_status(self) -> BoardStatus | None:
+        """The driver's latest picture of the board (for dashboards and the review)."""
+        return self._barrier.status
+
+    @property
+    def link_up(self) -> bool:
+        return self._barrier.link_up
 
     @property
     def passage_id(self) -> int | None:
@@ -963,7 +979,8 @@ class Lane:
         status = self._barrier.status
         passage = self._passage
         return (status is not None and passage is not None and not passage.tailgating_seen
-                and status.zone_count == 1 and self._blocking_cause() is None)
+                and status.zone_count == 1 and status.beams == Beam.NONE  # not on the way out
+                and self._blocking_cause() is None)
 
     def nothing_blocks(self, event: EventData) -> bool:
         return self._blocking_cause() is None
@@ -1110,6 +1127,12 @@ class Lane:
 
     def on_enter_rejected(self, event: EventData) -> None:
         self._entry_cycled = False
+        passage = self._passage
+        if passage is not None and event.transition is not None and (
+                event.transition.source != CLOSING_REJECTED):
+            record = self._record(passage, ended=False)
+            for handler in list(self._rejection_handlers):
+                self._notify(handler, record)
 
     def on_enter_out_of_service(self, event: EventData) -> None:
         self._log.warning("lane.out_of_service", reason=event.kwargs.get("reason", ""),
@@ -1141,10 +1164,19 @@ class Lane:
         elif dest != IDLE:
             passage.mark(Outcome.OUT_OF_SERVICE,
                          str(event.kwargs.get("reason") or trigger).upper())
-        outcome = passage.outcome or Outcome.TIMEOUT
+        record = self._record(passage, ended=True)
+        self._log.info("lane.passage", **record.log_summary())
+        self.records.append(record)
+        del self.records[:-100]
+        for handler in list(self._record_handlers):
+            self._notify(handler, record)
+
+    def _record(self, passage: _Passage, ended: bool) -> PassageRecord:
+        """The passage as a record: final when ``ended``, else as it stands now."""
         now = self._clock()
-        record = PassageRecord(
-            lane_id=self.lane_id, passage_id=passage.id, outcome=outcome,
+        return PassageRecord(
+            lane_id=self.lane_id, passage_id=passage.id,
+            outcome=passage.outcome or Outcome.TIMEOUT,
             reasons=tuple(passage.reasons), started_at=passage.started_at,
             ended_at=self._wall(), duration_ms=(now - passage.started_mono) * 1000.0,
             state_ms=dict(passage.state_ms),
@@ -1156,14 +1188,10 @@ class Lane:
                 ("verify", passage.decision.log_summary() if passage.decision else None),
             ) if summary is not None},
             max_zone_count=passage.max_zone,
-            officer_called=any(s in passage.state_ms for s in (REJECTED, CLOSING_REJECTED)),
+            officer_called=not ended or any(
+                s in passage.state_ms for s in (REJECTED, CLOSING_REJECTED)),
             evidence=PassageEvidence(passage.document, passage.capture, passage.decision),
         )
-        self._log.info("lane.passage", **record.log_summary())
-        self.records.append(record)
-        del self.records[:-100]
-        for handler in list(self._record_handlers):
-            self._notify(handler, record)
 
     def _notify(self, handler: Callable[[Any], None], item: object) -> None:
         try:
