@@ -16,8 +16,10 @@ from collections.abc import Sequence
 COMMANDS: list[tuple[str, str, str]] = [
     ("sim", "gate.commands.sim", "simulated lane and simulated devices"),
     ("selftest", "gate.commands.selftest", "commissioning test of a barrier board"),
+    ("document", "gate.commands.document", "read a document page's MRZ and judge eligibility"),
     ("verify", "gate.commands.verify", "1:1 face verification of a reference and live images"),
     ("calibrate", "gate.commands.calibrate", "measure FMR/FNMR and set the decision threshold"),
+    ("bench", "gate.commands.bench", "run a benchmark (document, face)"),
     ("diagram", "gate.diagram", "print the lane's state diagram (Mermaid)"),
     ("review", "gate.commands.review", "officers' review server and its administration"),
 ]

@@ -1,0 +1,125 @@
+"""``gate document IMAGE [IMAGE…] [--json]``: read and judge one document page.
+
+Several images are frames of the same page, voted. Exit codes: 0 accepted (valid and
+eligible, portrait found), 1 read but not accepted (reasons say why), 2 unreadable input
+(one line on stderr saying why; with ``--json`` the object still prints, ``valid: false``).
+Never a traceback: any failure is a reason code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tomllib
+from datetime import date
+from typing import Any
+
+UNREADABLE = {
+    "FILE_NOT_FOUND", "IMAGE_UNREADABLE", "IMAGE_EMPTY", "IMAGE_TOO_SMALL", "IMAGE_TOO_LARGE",
+    "MRZ_NOT_FOUND", "MULTIPLE_DOCUMENTS", "MRZ_INCOMPLETE",
+}
+MAX_FILE_BYTES = 64 * 1024 * 1024
+
+KEYS = ("mrz_type", "document_type", "issuing_state", "document_number", "surname",
+        "given_names", "nationality", "date_of_birth", "date_of_expiry", "sex", "optional_data")
+
+
+def add_parser(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "document", help="read a document page's MRZ, check it and judge eligibility"
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="frames of one data page")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--config", metavar="TOML", help="lane configuration with a [document] section")
+    p.add_argument("--today", metavar="YYYY-MM-DD", help="judge expiry and age on this date")
+    p.set_defaults(func=run)
+
+
+def _failure(reason: str, as_json: bool) -> int:
+    print(f"gate document: unreadable input: {reason}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"valid": False, "eligible": False, "reasons": [reason]}))
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except Exception as exc:  # the contract: a reason, never a traceback
+        as_json = bool(getattr(args, "json", False))
+        return _failure(f"INTERNAL_ERROR ({type(exc).__name__})", as_json)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import cv2
+
+    # OpenCV's own decoder messages would break the one-line-reason contract.
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    from gate.document.check import MrzDocumentCheck
+    from gate.document.policy import DocumentPolicy
+    from gate.document.reader import decode_image
+
+    policy_data: dict[str, Any] = {}
+    if args.config:
+        try:
+            with open(args.config, "rb") as fh:
+                policy_data = dict(tomllib.load(fh).get("document", {}))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            return _failure(f"CONFIG_UNREADABLE ({type(exc).__name__})", args.json)
+    try:
+        policy = DocumentPolicy.from_dict(policy_data)
+        today = date.fromisoformat(args.today) if args.today else None
+    except (ValueError, TypeError, OSError) as exc:
+        return _failure(f"CONFIG_INVALID ({exc})", args.json)
+    frames = []
+    reasons: list[str] = []
+    for path in args.images:
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_FILE_BYTES + 1)
+        except OSError:
+            reasons.append("FILE_NOT_FOUND")
+            continue
+        if len(data) > MAX_FILE_BYTES:
+            reasons.append("IMAGE_TOO_LARGE")
+            continue
+        img, problem = decode_image(data)
+        if img is None or problem:
+            reasons.append(problem or "IMAGE_UNREADABLE")
+            continue
+        frames.append(img)
+    if not frames:
+        return _failure(reasons[0] if reasons else "IMAGE_UNREADABLE", args.json)
+    outcome, reading, portrait, timings = MrzDocumentCheck(policy).examine(frames, today)
+    mrz = dict(outcome.mrz)
+    out: dict[str, Any] = {k: mrz.get(k) for k in KEYS}
+    out.update(
+        {
+            "checks": mrz.get("checks", {}),
+            "valid": bool(mrz.get("valid", False)),
+            "eligible": bool(mrz.get("eligible", False)),
+            "accepted": outcome.accepted,
+            "reasons": list(outcome.reasons),
+            "photo": ({**portrait.to_dict(), "frame": reading.frame_index} if portrait else None),
+            "confidence": mrz.get("confidence", {}),
+            "name_check_digit_covered": False,
+            "stable": mrz.get("stable", False),
+            "frames": len(args.images),
+            "frames_agreeing": mrz.get("frames_agreeing", 0),
+            "orientation": mrz.get("orientation", 0),
+            "timings_ms": timings,
+        }
+    )
+    if reading.result is None:
+        reason = outcome.reasons[0] if outcome.reasons else "MRZ_NOT_FOUND"
+        print(f"gate document: unreadable input: {reason}", file=sys.stderr)
+        if args.json:
+            print(json.dumps(out))
+        return 2
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for k in (*KEYS, "valid", "eligible", "accepted", "reasons"):
+            print(f"{k:16} {out[k]}")
+    return 0 if outcome.accepted else 1
