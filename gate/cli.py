@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -41,6 +42,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(args_list)
     args = parser.parse_args(args_list)
+    # Logs are JSON on stderr (stdout carries each command's result); a command with a
+    # --log-level of its own reconfigures. The personal-data filter is always in place.
+    from gate.logsetup import configure_logging
+
+    configure_logging(os.environ.get("GATE_LOG_LEVEL", "INFO"), json=True)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
