@@ -187,9 +187,15 @@ def resolve_pack(pack: str | Path = DEFAULT_PACK) -> Path:
     return folder
 
 
+#: Calibrations measured by ``gate calibrate`` and shipped with the project, per pack id.
+#: A pack folder's own ``calibration.json`` (a site's calibration) takes precedence; the
+#: verifier uses either only when its ``pack_hash`` is the pack's.
+SHIPPED_CALIBRATIONS = Path(__file__).resolve().parent / "calibration"
+
+
 def read_calibration(folder: Path) -> dict[str, Any] | None:
-    path = folder / CALIBRATION
-    if not path.is_file():
-        return None
-    data: dict[str, Any] = json.loads(path.read_text())
-    return data
+    for path in (folder / CALIBRATION, SHIPPED_CALIBRATIONS / f"{folder.name}.json"):
+        if path.is_file():
+            data: dict[str, Any] = json.loads(path.read_text())
+            return data
+    return None
