@@ -22,6 +22,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("calibrate", "gate.commands.calibrate", "measure FMR/FNMR and set the decision threshold"),
     ("bench", "gate.commands.bench", "run a benchmark (document, face)"),
     ("diagram", "gate.diagram", "print the lane's state diagram (Mermaid)"),
+    ("console", "gate.commands.console", "maintenance console: live view and actions on a lane"),
     ("review", "gate.commands.review", "officers' review server and its administration"),
 ]
 

@@ -24,7 +24,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -1166,7 +1166,9 @@ class Lane:
                          str(event.kwargs.get("reason") or trigger).upper())
         record = self._record(passage, ended=True)
         self._log.info("lane.passage", **record.log_summary())
-        self.records.append(record)
+        # Kept for inspection without the evidence: biometric data lives only as long as
+        # the passage (or the officer's case, which got it through the subscribers).
+        self.records.append(replace(record, evidence=PassageEvidence()))
         del self.records[:-100]
         for handler in list(self._record_handlers):
             self._notify(handler, record)

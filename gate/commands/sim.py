@@ -6,17 +6,26 @@ can point the production driver at it::
 
     path=$(gate sim board --speed 5 --travellers 3 | head -1)
 
-Further targets (a whole simulated lane, scenarios) hang off the same ``gate sim`` parser.
+``gate sim`` itself runs a whole lane — the simulated board on a pty, the real driver, the
+lane machine, the real document and face stages — through scenarios shipped as data
+(``gate/scenarios/*.toml``)::
+
+    gate sim                          # the genuine traveller
+    gate sim --scenario all           # every shipped scenario; exit 0 only if all end as expected
+    gate sim --scenario tailgater --json
+    gate sim --passages 1000 --speed 10 --mix genuine=80,impostor=10,faults=10
+    gate sim --barrier /dev/ttyUSB0   # mixed mode: a real board, simulated reader and camera
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import threading
 from types import FrameType
-from typing import Any
+from typing import Any, TextIO
 
 from hardware.barrier.protocol import (
     WATCHDOG_MS_DEFAULT,
@@ -64,7 +73,37 @@ def add_parser(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
         "sim", help="simulated lane and simulated devices",
         description="Simulated lane and simulated devices.")
-    parser.set_defaults(func=lambda args: _no_target(parser))
+    parser.add_argument("--scenario", default="genuine", metavar="NAME",
+                        help="a shipped scenario (genuine, impostor, tailgater, ...), a "
+                             "scenario file, a comma-separated list, or 'all' (default genuine)")
+    parser.add_argument("--list", action="store_true", help="list the shipped scenarios")
+    parser.add_argument("--json", action="store_true",
+                        help="print one machine-readable JSON record instead of the timeline")
+    parser.add_argument("--speed", type=_positive, default=1.0,
+                        help="scale door travel and walking (10 = ten times faster); protocol "
+                             "timing and the stages always run in real time")
+    parser.add_argument("--passages", type=int, default=0, metavar="N",
+                        help="run a stream of N random travellers through one lane instead")
+    parser.add_argument("--mix", metavar="NAME=W,...",
+                        help="the stream's mix by scenario name or group (documents, faults, "
+                             "behaviour), e.g. genuine=80,impostor=10,faults=10")
+    parser.add_argument("--barrier", metavar="PORT",
+                        help="use the board at PORT (device path, pty or pyserial URL) with the "
+                             "real driver; its own sensors report the traveller")
+    parser.add_argument("--camera", metavar="SRC",
+                        help="a real camera for the face stage: index, file or RTSP URL")
+    parser.add_argument("--documents", metavar="FOLDER",
+                        help="page images presented by the document reader, one per passage")
+    parser.add_argument("--gpu", choices=("required", "preferred", "off"), default="preferred",
+                        help="the face stage's GPU policy (default preferred)")
+    parser.add_argument("--config", metavar="LANE.toml",
+                        help="take the [document] and [face] settings from a lane's "
+                             "configuration file (the camera stays simulated unless --camera)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random travellers")
+    parser.add_argument("--quiet", action="store_true", help="outcomes only, no timelines")
+    parser.add_argument("--log-level", default="WARNING",
+                        help="lane log level (JSON lines on stderr; default WARNING)")
+    parser.set_defaults(func=run_lane)
     targets = parser.add_subparsers(dest="sim_target", metavar="TARGET")
 
     board = targets.add_parser(
@@ -93,11 +132,6 @@ def add_parser(sub: Any) -> None:
     board.add_argument("--log-events", action="store_true",
                        help="print every board event to stderr as it is queued")
     board.set_defaults(func=run_board)
-
-
-def _no_target(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
-    return 2
 
 
 def _print_event(event: BoardEvent) -> None:
@@ -148,3 +182,165 @@ def run_board(args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
+
+
+# ------------------------------------------------------------------ gate sim (the whole lane)
+
+
+def _print_timeline(result: Any, out: TextIO) -> None:
+    print(f"\n=== {result.scenario}: {result.description}", file=out)
+    if result.skipped:
+        print(f"    skipped: {result.skipped}", file=out)
+        return
+    for entry in result.timeline:
+        print(f"  {entry.t - result.started:8.3f}s  {entry.kind:<8} {entry.text}", file=out)
+    _print_verdict(result, out)
+
+
+def _print_verdict(result: Any, out: TextIO) -> None:
+    verdict = "as expected" if result.ok else "NOT AS EXPECTED"
+    print(f"  -> {result.scenario}: {result.outcome}, {verdict} ({result.duration_s:.1f} s)",
+          file=out)
+    for check in result.checks:
+        if not check.ok:
+            print(f"     FAILED {check.name}{': ' + check.detail if check.detail else ''}",
+                  file=out)
+
+
+def _print_summary(suite: Any, out: TextIO) -> None:
+    print(f"\n{'scenario':<16} {'outcome':<18} {'result':<16} {'time':>7}", file=out)
+    for r in suite.results:
+        state = "skipped" if r.skipped else ("as expected" if r.ok else "NOT AS EXPECTED")
+        print(f"{r.scenario:<16} {r.outcome:<18} {state:<16} {r.duration_s:6.1f}s", file=out)
+    passed = [r for r in suite.results if r.to_exit_open_ms is not None]
+    if passed:
+        parts = []
+        for r in passed:
+            rec = r.records[0]
+            parts.append(f"{r.scenario}: document placed -> EXIT open {r.to_exit_open_ms:.0f} ms"
+                         f" = system {rec.system_ms:.0f} ms + physical "
+                         f"{r.to_exit_open_ms - rec.system_ms:.0f} ms; whole passage "
+                         f"{rec.duration_ms:.0f} ms")
+        print("timings: " + "\n         ".join(parts), file=out)
+    good = sum(1 for r in suite.results if r.ok)
+    print(f"{good}/{len(suite.results)} scenarios as expected in {suite.duration_s:.1f} s "
+          f"(speed {suite.speed:g}, face on {suite.provider})", file=out)
+
+
+def _print_stream(report: Any, out: TextIO) -> None:
+    f = report.figures()
+    print(f"\n{f['passages']} passages in {f['duration_s']} s at speed {f['speed']:g} "
+          f"(face on {f['face_provider']})", file=out)
+    print(f"throughput: {f['travellers_per_hour']} travellers/hour "
+          f"({f['passed_per_hour']} passed/hour)", file=out)
+    print("outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(f["outcomes"].items())),
+          file=out)
+    print(f"passed travellers, document placed -> EXIT open p50 {f['to_exit_open_ms_p50']} ms"
+          f" / p95 {f['to_exit_open_ms_p95']} ms, of which system (document, capture, "
+          f"verification) p50 {f['system_ms_p50']} ms / p95 {f['system_ms_p95']} ms and "
+          f"physical (doors, walking) p50 {f['physical_to_exit_ms_p50']} ms / p95 "
+          f"{f['physical_to_exit_ms_p95']} ms; whole passage physical p50 "
+          f"{f['physical_ms_p50']} ms", file=out)
+    print(f"checks: unexpected endings {f['unexpected']}, stuck {f['stuck']}, unsafe door "
+          f"actions {f['unsafe_door_actions']}, lane faults {f['lane_faults']}", file=out)
+    print(f"memory: {f['rss_after_warmup_mb']} MB after warm-up, {f['rss_end_mb']} MB at the "
+          f"end ({f['rss_growth_mb']:+} MB); samples (passage: MB) "
+          + ", ".join(f"{n}: {mb}" for n, mb in f["rss_samples_mb"]), file=out)
+    for failure in f["failures"]:
+        verify = failure["stages"].get("verify") or {}
+        score = f" (score {verify.get('score')})" if verify else ""
+        print(f"  unexpected: {failure['scenario']} [{failure['traveller']}] ended "
+              f"{failure['outcome']}{score}: {'; '.join(failure['failed'])}", file=out)
+    print("stream OK" if f["ok"] else "stream NOT OK", file=out)
+
+
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is at the moment of writing (it may be swapped, e.g. by pytest)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def _stage_sections(path: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A lane file's [document] and [face] sections (``ConfigError`` is a ``ValueError``)."""
+    if not path:
+        return {}, {}
+    from gate.config import load_config
+
+    config = load_config(path)
+    face = dict(config.sections.get("face", {}))
+    face.pop("camera", None)  # the scenario's traveller is shown by the simulated camera
+    return dict(config.sections.get("document", {})), face
+
+
+def run_lane(args: argparse.Namespace) -> int:
+    """``gate sim``: scenarios (or a stream) on a complete simulated lane."""
+    from gate.logsetup import configure_logging
+    from gate.simlane.runner import RigOptions, run_suite
+    from gate.simlane.scenario import ScenarioError, find_scenario, shipped_names
+    from gate.simlane.stages import LaneStages, StageOptions, StagesUnavailable
+    from gate.simlane.stream import parse_mix, run_stream
+
+    out = sys.stdout
+    if args.list:
+        for name in shipped_names():
+            print(f"{name:<16} {find_scenario(name).description}", file=out)
+        return 0
+    try:
+        configure_logging(args.log_level, json=True,
+                          stream=_CurrentStderr())  # type: ignore[arg-type]
+        if args.passages < 0:
+            raise ScenarioError("--passages must be >= 0")
+        names = (shipped_names() if args.scenario == "all"
+                 else [n.strip() for n in args.scenario.split(",") if n.strip()])
+        scenarios = [find_scenario(n) for n in names]
+        mix = parse_mix(args.mix) if args.passages else None
+    except (ScenarioError, ValueError) as exc:
+        print(f"gate sim: {exc}", file=sys.stderr)
+        return 2
+    options = RigOptions(speed=args.speed, barrier=args.barrier, seed=args.seed)
+    try:
+        document, face = _stage_sections(args.config)
+        stages = LaneStages(StageOptions(camera=args.camera, documents=args.documents,
+                                         gpu=args.gpu, document=document, face=face))
+    except (StagesUnavailable, ValueError) as exc:
+        print(f"gate sim: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.passages:
+            def progress(i: int, result: Any) -> None:
+                if not args.json and not args.quiet and (not result.ok or (i + 1) % 50 == 0):
+                    state = "as expected" if result.ok else "NOT AS EXPECTED"
+                    print(f"  passage {i + 1}: {result.scenario} {result.outcome} {state}",
+                          file=out, flush=True)
+
+            report = run_stream(stages, args.passages, options, mix, on_result=progress)
+            if args.json:
+                json.dump(report.figures(), out, indent=1)
+                print(file=out)
+            else:
+                _print_stream(report, out)
+            return 0 if report.ok else 1
+
+        def show(result: Any) -> None:
+            if args.json:
+                return
+            if args.quiet:
+                _print_verdict(result, out)
+            else:
+                _print_timeline(result, out)
+            out.flush()
+
+        suite = run_suite(stages, scenarios, options, on_result=show)
+    except OSError as exc:  # a port that cannot be opened, a pty that vanished
+        print(f"gate sim: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        json.dump(suite.to_json(), out, indent=1)
+        print(file=out)
+    else:
+        _print_summary(suite, out)
+    return 0 if suite.ok else 1

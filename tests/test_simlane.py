@@ -1,0 +1,259 @@
+"""The whole simulated lane: scenario files, the runner, ``gate sim``, mixed mode, a stream.
+
+Everything here runs the product path: the simulated board on a pty, the real driver,
+the lane machine, the real document stage (OCR-B classifier) on rendered pages and the real
+face stage (dlib ResNet on onnxruntime) on simulated camera frames. Speed 10 keeps door
+travel and walking short; the stages run at their real speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gate.commands import sim as sim_command
+from gate.simlane.runner import RigOptions, SimLaneRig, run_scenario, run_suite
+from gate.simlane.scenario import (
+    ScenarioError,
+    find_scenario,
+    load_scenario,
+    parse_scenario,
+    shipped_names,
+    shipped_scenarios,
+)
+from gate.simlane.stages import LaneStages, StageOptions
+from gate.simlane.stream import parse_mix, run_stream
+
+REQUIRED = {"genuine", "impostor", "expired", "minor", "stolen", "unreadable", "tailgater",
+            "turns_back", "no_usable_face", "camera_failure", "cable_pulled", "board_reboot",
+            "emergency", "door_jam", "mains_loss"}
+
+
+@pytest.fixture(scope="module")
+def stages() -> LaneStages:
+    return LaneStages(StageOptions(gpu="off"))
+
+
+def _gate_sim(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="gate")
+    sim_command.add_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["sim", *argv])
+
+
+# ------------------------------------------------------------------ scenario files
+
+
+def test_every_required_scenario_ships_and_parses() -> None:
+    assert set(shipped_names()) >= REQUIRED
+    for scenario in shipped_scenarios():
+        assert scenario.description, scenario.name
+        assert scenario.expect.outcome
+
+
+@pytest.mark.parametrize(("patch", "message"), [
+    ({"colour": "red"}, "unknown key"),
+    ({"traveller": {"person": "nobody"}}, "person"),
+    ({"traveller": {"camera": "moon"}}, "camera"),
+    ({"traveller": {"walk_s": -1}}, "walk_s"),
+    ({"fault": [{"when": "lunch", "at_s": 0, "action": "reboot"}]}, "when"),
+    ({"fault": [{"at_s": 0, "action": "explode"}]}, "unknown fault action"),
+    ({"fault": [{"at_s": 0, "action": "jam", "door": "roof"}]}, "door"),
+    ({"expect": {"outcome": "FINE"}}, "outcome"),
+    ({"expect": {"outcome": "PASSED", "visits": ["lobby"]}}, "visits"),
+    ({"timeouts": {"admitting": 0}}, "admitting"),
+])
+def test_bad_scenario_files_are_named_errors(patch: dict[str, object], message: str) -> None:
+    data: dict[str, object] = {"name": "x", "expect": {"outcome": "PASSED"}, **patch}
+    with pytest.raises(ScenarioError, match=message):
+        parse_scenario(data, "x.toml")
+
+
+def test_unknown_and_broken_files(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError, match="no scenario"):
+        find_scenario("no_such_scenario")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = [", encoding="utf-8")
+    with pytest.raises(ScenarioError, match="not valid TOML"):
+        load_scenario(bad)
+
+
+# ------------------------------------------------------------------ the runner
+
+
+@pytest.mark.timeout(150)
+def test_every_shipped_scenario_ends_as_its_file_expects(stages: LaneStages) -> None:
+    """The suite of ``gate sim --scenario all`` (the README's main command), at speed 10."""
+    suite = run_suite(stages, shipped_scenarios(), RigOptions(speed=10))
+    for result in suite.results:
+        failed = [f"{c.name}: {c.detail}" for c in result.checks if not c.ok]
+        assert result.ok, (result.scenario, result.outcome, failed,
+                           [f"{e.kind} {e.text}" for e in result.timeline])
+    by_name = {r.scenario: r for r in suite.results}
+    genuine = by_name["genuine"]
+    record = genuine.records[0]
+    # the real stages ran: a document read, a live face, a score against a threshold
+    assert record.stages["document"]["accepted"] is True
+    assert record.stages["capture"]["ok"] is True and record.stages["capture"]["frames"] >= 1
+    assert record.stages["verify"]["match"] is True
+    assert record.stages["verify"]["score"] > record.stages["verify"]["threshold"]
+    assert genuine.to_exit_open_ms is not None and record.system_ms > 0
+    assert by_name["impostor"].records[0].stages["verify"]["match"] is False
+    kinds = {e.kind for e in genuine.timeline}
+    assert {"lane", "board", "stage", "outcome"} <= kinds
+    texts = [e.text for e in genuine.timeline]
+    assert "EXIT door OPEN" in texts and "zone count 1" in texts
+    assert any(t.startswith("unplug") for t in (e.text for e in by_name["cable_pulled"].timeline))
+    # nothing personal in the machine-readable record
+    dumped = json.dumps(suite.to_json())
+    for personal in ("surname", "given_names", "document_number", "date_of_birth"):
+        assert personal not in dumped
+
+
+@pytest.mark.timeout(60)
+def test_a_wrong_expectation_fails_the_run(stages: LaneStages, tmp_path: Path) -> None:
+    text = (Path(str(find_scenario("expired").source)).read_text(encoding="utf-8")
+            .replace('outcome = "DOCUMENT_REJECTED"', 'outcome = "PASSED"'))
+    path = tmp_path / "expired_but_hoped.toml"
+    path.write_text(text, encoding="utf-8")
+    with SimLaneRig(stages, RigOptions(speed=10)) as rig:
+        result = run_scenario(rig, load_scenario(path))
+    assert not result.ok
+    assert [c.name for c in result.checks if not c.ok] == ["outcome PASSED"]
+
+
+# ------------------------------------------------------------------ gate sim
+
+
+@pytest.mark.timeout(90)
+def test_gate_sim_json_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                      ) -> None:
+    args = _gate_sim(["--scenario", "stolen,turns_back", "--speed", "10", "--json",
+                      "--gpu", "off"])
+    assert sim_command.run_lane(args) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["ok"] is True
+    assert [s["scenario"] for s in record["scenarios"]] == ["stolen", "turns_back"]
+    assert record["scenarios"][0]["passages"][0]["reasons"] == ["DOCUMENT_LISTED"]
+    assert record["scenarios"][1]["outcome"] == "TURNED_BACK"
+
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text('name = "wrong"\n[traveller]\nboard = "none"\ndefect = "minor"\n'
+                     'document = "TD1"\n[expect]\noutcome = "PASSED"\n', encoding="utf-8")
+    args = _gate_sim(["--scenario", str(wrong), "--speed", "10", "--gpu", "off"])
+    assert sim_command.run_lane(args) == 1
+    out = capsys.readouterr().out
+    assert "NOT AS EXPECTED" in out and "reading_document" in out  # the timeline was printed
+
+    assert sim_command.run_lane(_gate_sim(["--scenario", "nope"])) == 2
+    assert "no scenario" in capsys.readouterr().err
+
+    # the stages take a lane's own [document] / [face] settings
+    lane = tmp_path / "lane.toml"
+    lane.write_text('[lane]\nid = "lane-9"\n[document]\nnationalities = ["XXA"]\n'
+                    '[face]\ncamera = "camera:7"\n', encoding="utf-8")
+    args = _gate_sim(["--scenario", "expired", "--speed", "10", "--json", "--gpu", "off",
+                      "--config", str(lane)])
+    assert sim_command.run_lane(args) == 0
+    reasons = json.loads(capsys.readouterr().out)["scenarios"][0]["passages"][0]["reasons"]
+    assert "EXPIRED" in reasons and "NATIONALITY_NOT_ALLOWED" in reasons
+
+
+@pytest.fixture
+def separate_board(tmp_path: Path) -> Iterator[str]:
+    """``gate sim board`` started as its own process, one traveller queued at ENTRY."""
+    link = tmp_path / "barrier"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from gate.cli import main; raise SystemExit(main())",
+         "sim", "board", "--speed", "10", "--link", str(link), "--travellers", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == str(link)
+        yield str(link)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.mark.timeout(90)
+def test_mixed_mode_drives_a_separately_started_board(
+        separate_board: str, capsys: pytest.CaptureFixture[str]) -> None:
+    args = _gate_sim(["--scenario", "genuine,emergency", "--barrier", separate_board,
+                      "--json", "--gpu", "off"])
+    assert sim_command.run_lane(args) == 0
+    record = json.loads(capsys.readouterr().out)
+    genuine, emergency = record["scenarios"]
+    assert genuine["outcome"] == "PASSED" and genuine["ok"] is True
+    texts = [e["text"] for e in genuine["timeline"]]
+    # the board's own sensors reported the traveller walking through
+    assert "zone count 1" in texts and "EXIT door OPEN" in texts
+    assert emergency["skipped"]  # a fault plan cannot be played on a board we do not own
+
+
+# ------------------------------------------------------------------ a stream
+
+
+def test_mix_parsing() -> None:
+    mix = parse_mix("genuine=80,faults=10")
+    assert mix["genuine"] == 80 and mix["board_reboot"] == pytest.approx(2.0)
+    with pytest.raises(ScenarioError):
+        parse_mix("genuine")
+    with pytest.raises(ScenarioError):
+        parse_mix("genuine=0")
+
+
+@pytest.mark.timeout(120)
+def test_a_stream_of_travellers(stages: LaneStages) -> None:
+    report = run_stream(stages, 8, RigOptions(speed=10, seed=3),
+                        parse_mix("genuine=5,impostor=1,expired=1,board_reboot=1"))
+    figures = report.figures()
+    assert report.ok, figures
+    assert sum(report.outcomes.values()) == 8
+    assert figures["travellers_per_hour"] > 0
+    assert figures["unsafe_door_actions"] == 0 and figures["stuck"] == 0
+    assert figures["rss_end_mb"] > 0
+    if report.outcomes.get("PASSED"):
+        assert figures["system_ms_p50"] is not None and figures["system_ms_p50"] > 0
+
+
+@pytest.mark.timeout(90)
+def test_mixed_mode_with_page_images_and_a_camera_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--documents FOLDER`` and ``--camera file:...`` stand in for a real reader and camera."""
+    import cv2
+    import numpy as np
+
+    from gate.simlane.scenario import TravellerSpec
+    from gate.simlane.stages import render_document
+    from sim.camera import SimCamera
+
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    image, _ = render_document(TravellerSpec(person="tom"), np.random.default_rng(5))
+    cv2.imwrite(str(pages / "page1.png"), image)
+    clip = tmp_path / "lane.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"MJPG"), 15.0, (1280, 720))
+    camera = SimCamera("approach", person_id="tom")
+    for _ in range(40):
+        ok, frame = camera.read()
+        assert ok and frame is not None
+        writer.write(frame)
+    writer.release()
+    args = _gate_sim(["--scenario", "genuine", "--speed", "10", "--json", "--gpu", "off",
+                      "--documents", str(pages), "--camera", f"file:{clip}"])
+    assert sim_command.run_lane(args) == 0, capsys.readouterr().out
+    record = json.loads(capsys.readouterr().out)
+    passage = record["scenarios"][0]["passages"][0]
+    assert passage["outcome"] == "PASSED"
+    assert passage["stages"]["verify"]["match"] is True
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert sim_command.run_lane(_gate_sim(["--documents", str(empty), "--gpu", "off"])) == 2
+    assert "no page images" in capsys.readouterr().err
