@@ -257,3 +257,16 @@ def test_mixed_mode_with_page_images_and_a_camera_file(
     empty.mkdir()
     assert sim_command.run_lane(_gate_sim(["--documents", str(empty), "--gpu", "off"])) == 2
     assert "no page images" in capsys.readouterr().err
+
+
+def test_a_portrait_only_the_document_detector_finds_still_verifies(tmp_path: Path) -> None:
+    """Regression from the 1,000-passage run: a 3/4-profile portrait on a TD2 page that
+    the document stage accepted but the face stage's own detector missed, refusing a
+    genuine traveller with NO_FACE_IN_DOCUMENT. The verifier now starts from the face box
+    the document stage found."""
+    case = tmp_path / "t1e_td2.toml"
+    case.write_text('name = "t1e_td2"\n[traveller]\nperson = "t1-e"\ndocument = "TD2"\n'
+                    'seed = 641819886\n[expect]\noutcome = "PASSED"\n', encoding="utf-8")
+    args = _gate_sim(["--scenario", str(case), "--seed", "186", "--speed", "10",
+                      "--gpu", "off"])
+    assert sim_command.run_lane(args) == 0

@@ -47,6 +47,9 @@ class PortraitCut:
         return {
             "box": list(self.box) if self.box else None,
             "face_found": self.face_box is not None,
+            # where this stage's detector found the face in the portrait (x, y, w, h): the
+            # verifier starts from it when its own detector misses (e.g. a 3/4 profile)
+            "face_box": list(self.face_box) if self.face_box else None,
             "reason": self.reason,
         }
 

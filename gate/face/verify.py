@@ -101,8 +101,15 @@ class FaceMatch:
         return emb
 
     def compare(self, reference: np.ndarray, lives: Sequence[np.ndarray],
-                live_quality: Sequence[Mapping[str, float]] = ()) -> MatchDecision:
-        """Score a portrait (or a whole document page) against live frames."""
+                live_quality: Sequence[Mapping[str, float]] = (),
+                reference_box: tuple[float, float, float, float] | None = None
+                ) -> MatchDecision:
+        """Score a portrait (or a whole document page) against live frames.
+
+        ``reference_box`` (x0, y0, x1, y1) is where the document stage found the face in
+        the portrait; it is used only when this model's detector finds none there, so
+        the two stages cannot disagree on whether the document holds a face.
+        """
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
         record: dict[str, Any] = {
@@ -111,6 +118,9 @@ class FaceMatch:
             "threshold_source": self.threshold_source, "live_quality": list(live_quality),
         }
         ref = self._embed_largest(reference, None, timings)
+        if ref is None and reference_box is not None:
+            ref = self._embed_largest(reference, reference_box, timings)
+            record["reference_box"] = "document_stage"
         if ref is None:
             return self._decide(False, float("nan"), (NO_FACE_IN_DOCUMENT,), record, timings,
                                 t0)
@@ -146,7 +156,14 @@ class FaceMatch:
             return self._decide(False, float("nan"), (NO_FACE_IN_LIVE,),
                                 {"pack": self.model.pack_id, "target_fmr": self.target_fmr},
                                 {}, time.perf_counter())
-        return self.compare(document.portrait, capture.frames, capture.quality)
+        photo = document.mrz.get("photo") or {}
+        found = photo.get("face_box") if isinstance(photo, Mapping) else None
+        box = None
+        if found is not None and len(found) == 4:
+            x, y, w, h = (float(v) for v in found)
+            box = (x, y, x + w, y + h)
+        return self.compare(document.portrait, capture.frames, capture.quality,
+                            reference_box=box)
 
     def _decide(self, match: bool, score: float, reasons: tuple[str, ...],
                 record: dict[str, Any], timings: dict[str, float], t0: float) -> MatchDecision:
