@@ -175,7 +175,7 @@ class SerialBarrier(Barrier):
         self._watchdog_ms = watchdog_ms
         self._reconnect_interval_s = reconnect_interval_s
         self._log = (logger or structlog.get_logger("hardware.barrier")).bind(
-            port=url, address=address
+            port=url, board_address=address
         )
         self.stats = LinkStats()
         self.board_info: BoardInfo | None = None
