@@ -367,6 +367,29 @@ class _Guidance:
 
 _STOP = object()
 
+
+@dataclass(frozen=True)
+class _Stage:
+    """How one stage's result drives the machine."""
+
+    state: str  # the state that waits for it
+    result_type: type  # what the stage returns
+    field: str  # where the passage keeps it
+    positive: str  # the result's attribute that says yes
+    accepted: str  # trigger on yes
+    refused: str  # trigger on no (with the result's reasons) or on a crash
+    error_prefix: str  # reason code prefix when the stage raised
+
+
+_STAGES: dict[str, _Stage] = {
+    "document": _Stage(READING_DOCUMENT, DocumentOutcome, "document", "accepted",
+                       "document_accepted", "document_rejected", "DOCUMENT"),
+    "capture": _Stage(CAPTURING_FACE, CaptureOutcome, "capture", "ok",
+                      "face_captured", "face_not_captured", "CAPTURE"),
+    "verify": _Stage(VERIFYING, MatchDecision, "decision", "match",
+                     "match_confirmed", "match_refused", "VERIFY"),
+}
+
 StageDone = Callable[[object, BaseException | None], None]
 
 
@@ -691,9 +714,8 @@ class Lane:
 
     def _on_stage_done(self, done: _StageDone) -> None:
         passage = self._passage
-        expected = {"document": READING_DOCUMENT, "capture": CAPTURING_FACE,
-                    "verify": VERIFYING}[done.stage]
-        if passage is None or passage.id != done.passage_id or self.state != expected:
+        stage = _STAGES[done.stage]
+        if passage is None or passage.id != done.passage_id or self.state != stage.state:
             self._log.info("lane.stage_result_stale", stage=done.stage,
                            passage=done.passage_id, state=self.state)
             return
@@ -701,40 +723,20 @@ class Lane:
         if done.error is not None:
             self._log.error("lane.stage_failed", stage=done.stage, error=error,
                             passage=passage.id)
-        if done.stage == "document":
-            doc = done.result if isinstance(done.result, DocumentOutcome) else None
-            passage.document = doc
-            if doc is not None:
-                self._log.info("lane.decision", stage="document", passage=passage.id,
-                               **doc.log_summary())
-            if doc is not None and doc.accepted:
-                self._fire("document_accepted")
-            else:
-                reasons = doc.reasons if doc is not None else (f"DOCUMENT_STAGE_ERROR:{error}",)
-                self._fire("document_rejected", reasons=tuple(reasons))
-        elif done.stage == "capture":
-            cap = done.result if isinstance(done.result, CaptureOutcome) else None
-            passage.capture = cap
-            if cap is not None:
-                self._log.info("lane.decision", stage="capture", passage=passage.id,
-                               **cap.log_summary())
-            if cap is not None and cap.ok:
-                self._fire("face_captured")
-            else:
-                reasons = cap.reasons if cap is not None else (f"CAPTURE_STAGE_ERROR:{error}",)
-                self._fire("face_not_captured", reasons=tuple(reasons))
+        result: DocumentOutcome | CaptureOutcome | MatchDecision | None = (
+            done.result if isinstance(done.result, (DocumentOutcome, CaptureOutcome,
+                                                    MatchDecision))
+            and isinstance(done.result, stage.result_type) else None)
+        setattr(passage, stage.field, result)
+        if result is None:
+            self._fire(stage.refused, reasons=(f"{stage.error_prefix}_STAGE_ERROR:{error}",))
+            return
+        self._log.info("lane.decision", stage=done.stage, passage=passage.id,
+                       **result.log_summary())
+        if getattr(result, stage.positive):
+            self._fire(stage.accepted)
         else:
-            decision = done.result if isinstance(done.result, MatchDecision) else None
-            passage.decision = decision
-            if decision is not None:
-                self._log.info("lane.decision", stage="verify", passage=passage.id,
-                               **decision.log_summary())
-            if decision is not None and decision.match:
-                self._fire("match_confirmed")
-            else:
-                reasons = (decision.reasons if decision is not None
-                           else (f"VERIFY_STAGE_ERROR:{error}",))
-                self._fire("match_refused", reasons=tuple(reasons))
+            self._fire(stage.refused, reasons=tuple(result.reasons))
 
     def _fire(self, trigger: str, **kwargs: Any) -> bool:
         event = self.machine.events.get(trigger)
