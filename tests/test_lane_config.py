@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import structlog
 from conftest import make_fake_lane
 
 from gate import diagram
@@ -109,7 +108,7 @@ def test_json_logs_of_a_passage_carry_no_personal_data() -> None:
         fake.stage()
         fake.lane._log.info("careless", surname="SPECIMEN", portrait=np.zeros((4, 4)))
     finally:
-        structlog.reset_defaults()
+        configure_logging("INFO", json=True)  # back to what the rest of the suite uses
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert any(line["event"] == "lane.transition" for line in lines)
     assert any(line["event"] == "lane.decision" and line.get("stage") == "verify"
