@@ -116,6 +116,10 @@ TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": "intruder_detected", "source": [READING_DOCUMENT, ADMITTING], "dest": REJECTED,
      "before": "mark_intruder"},
     {"trigger": "traveller_inside", "source": ADMITTING, "dest": CLOSING_ENTRY},
+    # somebody stepped into the zone and back out before the lane saw them inside: close
+    # ENTRY and let the closed doors tell (zone empty: TURNED_BACK; back inside: capture)
+    {"trigger": "zone_cleared", "source": ADMITTING, "dest": CLOSING_ENTRY,
+     "conditions": "someone_was_inside"},
     {"trigger": "timeout", "source": ADMITTING, "dest": CLOSING_ENTRY, "before": "mark_timeout"},
     {"trigger": "doors_closed", "source": CLOSING_ENTRY, "dest": CAPTURING_FACE,
      "conditions": "zone_has_one"},
@@ -971,6 +975,10 @@ class Lane:
     def zone_has_one(self, event: EventData) -> bool:
         status = self._barrier.status
         return status is not None and status.zone_count == 1
+
+    def someone_was_inside(self, event: EventData) -> bool:
+        """The board reported somebody in the zone during this passage (events, not polls)."""
+        return self._passage is not None and self._passage.max_zone > 0
 
     def exit_may_open(self, event: EventData) -> bool:
         status = self._barrier.status

@@ -323,6 +323,11 @@ class SimBoard:
         with self._lock:
             self.crowd.add(behaviour)
 
+    def send_queue_away(self) -> int:
+        """Travellers still waiting outside ENTRY walk away (nobody inside is touched)."""
+        with self._lock:
+            return self.crowd.send_waiting_away()
+
     def set_emergency(self, active: bool) -> None:
         with self._lock:
             if active == self._emergency:

@@ -108,6 +108,12 @@ class Crowd:
     def clear(self) -> None:
         self.people.clear()
 
+    def send_waiting_away(self) -> int:
+        """Everybody still queued outside ENTRY walks away; returns how many left."""
+        before = len(self.people)
+        self.people[:] = [p for p in self.people if p.where is not Where.WAITING]
+        return before - len(self.people)
+
     # ------------------------------------------------------------ sensors
 
     def beams(self) -> Beam:

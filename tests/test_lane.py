@@ -182,6 +182,48 @@ def test_nobody_comes_in(fake_lane: FakeLane) -> None:
     assert "NOBODY_ENTERED" in fake.records[0].reasons
 
 
+def test_traveller_steps_in_and_back_out_between_two_looks(fake_lane: FakeLane) -> None:
+    fake = fake_lane
+    fake.step()
+    fake.lane.present_document([])
+    fake.step()
+    fake.stage()
+    fake.travel()
+    # in and out again before the lane looked: only the board's events saw the zone at 1
+    fake.barrier.set_beams(Beam.ENTRY)
+    fake.barrier.set_zone(1)
+    fake.barrier.set_zone(0)
+    fake.barrier.set_beams(Beam.NONE)
+    assert fake.step() == "closing_entry"  # at once, not after the admitting timeout
+    assert fake.travel() == "idle"
+    [record] = fake.records
+    assert record.outcome is Outcome.TURNED_BACK
+    assert "LEFT_BACKWARDS_FROM_CLOSING_ENTRY" in record.reasons
+    assert opened(fake, Door.EXIT) == 0
+
+
+def test_traveller_back_inside_while_entry_closes_is_captured(fake_lane: FakeLane) -> None:
+    fake = fake_lane
+    fake.step()
+    fake.lane.present_document([])
+    fake.step()
+    fake.stage()
+    fake.travel()
+    fake.barrier.set_zone(1)
+    fake.barrier.set_zone(0)  # a step back out: ENTRY starts to close
+    assert fake.step() == "closing_entry"
+    fake.barrier.set_zone(1)  # ...and in again for good
+    assert fake.travel() == "capturing_face"
+    assert fake.stage() == "verifying"
+    assert fake.stage() == "releasing"
+    fake.travel()
+    fake.barrier.set_zone(0)
+    assert fake.step() == "closing_exit"
+    assert fake.travel() == "idle"
+    [record] = fake.records
+    assert record.outcome is Outcome.PASSED
+
+
 def test_capture_timeout_cancels_the_capture(fake_lane: FakeLane) -> None:
     fake = fake_lane
     fake.to_capturing()

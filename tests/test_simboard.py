@@ -518,6 +518,21 @@ def test_rejected_traveller_walks_back_out(board: SimBoard, client: RawClient) -
     assert (snap.travellers_turned_back, snap.travellers_passed) == (1, 0)
 
 
+def test_queue_sent_away_leaves_the_traveller_inside(board: SimBoard, client: RawClient
+                                                      ) -> None:
+    board.add_traveller(TravellerBehaviour())
+    board.add_traveller(TravellerBehaviour())
+    client.door(Door.ENTRY, DoorAction.OPEN)
+    client.pump_until(lambda s: s.zone_count == 1)
+    client.door(Door.ENTRY, DoorAction.CLOSE)
+    client.pump_until(lambda s: s.entry is DoorState.CLOSED)
+    assert board.snapshot().travellers_waiting == 1
+    assert board.send_queue_away() == 1
+    snap = board.snapshot()
+    assert (snap.travellers_waiting, snap.travellers_inside, snap.zone_count) == (0, 1, 1)
+    assert board.send_queue_away() == 0
+
+
 def test_tailgater_makes_zone_two(board: SimBoard, client: RawClient) -> None:
     board.add_traveller(TravellerBehaviour("tailgate"))
     client.door(Door.ENTRY, DoorAction.OPEN)

@@ -29,7 +29,7 @@ from gate.simlane.stages import LaneStages
 from hardware.barrier.api import BarrierNotice, NoticeKind
 from hardware.barrier.protocol import Door, DoorState, EventCode
 from sim.faults import FaultPlan
-from sim.traveller import TravellerBehaviour, Where
+from sim.traveller import TravellerBehaviour
 
 #: The sim lane's timeouts: production values, except where waiting on a simulated
 #: traveller for production lengths would only make the suite slow.
@@ -202,11 +202,8 @@ class SimLaneRig:
 
     def send_queue_home(self) -> None:
         """Travellers still queued at ENTRY walk away (a refused document: nobody enters)."""
-        board = self.board
-        if board is None:
-            return
-        crowd = board.crowd
-        crowd.people[:] = [p for p in crowd.people if p.where is not Where.WAITING]
+        if self.board is not None:
+            self.board.send_queue_away()
 
     def wait_idle(self, timeout: float) -> bool:
         return self.lane.wait_for_state(IDLE, timeout=timeout)
