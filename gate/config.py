@@ -65,6 +65,7 @@ class BarrierLink:
 class Policy:
     stop_admitting_on_mains_loss: bool = True  # a passage under way still finishes
     reset_faults_automatically: bool = True  # watchdog/jam cleared by the lane once safe
+    capture_while_closing: bool = True  # start the face capture as ENTRY closes (frames only)
 
 
 @dataclass(frozen=True)

@@ -330,6 +330,8 @@ class _Passage:
     officer_release: bool = False  # an officer cleared this traveller after a rejection
     entry_opened: bool = False  # ENTRY left CLOSED while admitting this passage
     max_zone: int = 0
+    capture_attempt: int = 0  # the face capture whose result counts (0: none running)
+    capture_held: _StageDone | None = None  # its result, if it came before CAPTURING_FACE
 
     def mark(self, outcome: Outcome, *reasons: str) -> None:
         """The first outcome wins; reasons accumulate (they tell the whole story)."""
@@ -352,6 +354,7 @@ class _StageDone:
     stage: str  # "document" | "capture" | "verify"
     result: object
     error: BaseException | None
+    attempt: int = 0  # which capture of the passage (a restarted capture's result is stale)
 
 
 @dataclass(frozen=True)
@@ -501,6 +504,7 @@ class Lane:
         self._passage_ids = itertools.count(1)
         self._pages: tuple[np.ndarray, ...] = ()
         self._cancel_capture = threading.Event()
+        self._capture_attempts = itertools.count(1)
         self._deadline: float | None = None
         self._entered_at = clock()
         self._red_cross = False
@@ -683,6 +687,8 @@ class Lane:
                 self._passage.max_zone = max(self._passage.max_zone, event.arg)
                 if event.arg > 1 and self.state in PRE_RELEASE_STATES:
                     self._passage.tailgating_seen = True
+                if event.arg != 1:
+                    self._zone_changed_under_capture(self._passage)
         elif notice.kind is NoticeKind.BOARD_RESTARTED:
             self._board_lost_its_mind(notice.detail or "BOARD_RESTARTED")
         elif notice.kind in (NoticeKind.LINK_DOWN, NoticeKind.LINK_UP):
@@ -719,7 +725,12 @@ class Lane:
     def _on_stage_done(self, done: _StageDone) -> None:
         passage = self._passage
         stage = _STAGES[done.stage]
-        if passage is None or passage.id != done.passage_id or self.state != stage.state:
+        if (passage is not None and done.stage == "capture" and self.state == CLOSING_ENTRY
+                and passage.id == done.passage_id and done.attempt == passage.capture_attempt):
+            passage.capture_held = done  # captured while ENTRY closed: used once it is shut
+            return
+        if (passage is None or passage.id != done.passage_id or self.state != stage.state
+                or (done.stage == "capture" and done.attempt != passage.capture_attempt)):
             self._log.info("lane.stage_result_stale", stage=done.stage,
                            passage=done.passage_id, state=self.state)
             return
@@ -1102,19 +1113,63 @@ class Lane:
         self._red_cross = False
         self._submit(passage.id, "document", lambda: check.check(pages))
 
+    def on_enter_closing_entry(self, event: EventData) -> None:
+        """The traveller is inside alone: start the face capture while ENTRY closes.
+
+        Frames only; nothing is decided before CAPTURING_FACE (doors shut, one person), and
+        any change of the zone count meanwhile throws the capture away (another person).
+        """
+        status = self._barrier.status
+        if (self.config.policy.capture_while_closing and event.event.name == "traveller_inside"
+                and status is not None and status.zone_count == 1):
+            self._start_capture(self._require_passage())
+
+    def on_exit_closing_entry(self, event: EventData) -> None:
+        dest = event.transition.dest if event.transition is not None else None
+        if dest != CAPTURING_FACE and self._passage is not None:
+            self._drop_capture(self._passage, f"LEFT_FOR_{str(dest).upper()}")
+
     def on_enter_capturing_face(self, event: EventData) -> None:
         passage = self._require_passage()
+        if passage.capture_attempt:  # started while ENTRY closed, still the same traveller
+            held, passage.capture_held = passage.capture_held, None
+            if held is not None:
+                self._inbox.put(held)  # behind any zone event already queued
+            return
+        self._start_capture(passage)
+
+    def on_exit_capturing_face(self, event: EventData) -> None:
+        self._cancel_capture.set()
+        if self._passage is not None:
+            self._passage.capture_attempt = 0
+
+    def _start_capture(self, passage: _Passage) -> None:
+        self._cancel_capture.set()
         self._cancel_capture = cancel = threading.Event()
+        passage.capture_attempt = attempt = next(self._capture_attempts)
+        passage.capture_held = None
         capture = self._face_capture
         pid = passage.id
 
         def guidance(message: str) -> None:
             self._inbox.put(_Guidance(pid, message))
 
-        self._submit(pid, "capture", lambda: capture.capture(guidance, cancel))
+        self._submit(pid, "capture", lambda: capture.capture(guidance, cancel), attempt)
 
-    def on_exit_capturing_face(self, event: EventData) -> None:
-        self._cancel_capture.set()
+    def _drop_capture(self, passage: _Passage, reason: str) -> None:
+        if passage.capture_attempt:
+            self._cancel_capture.set()
+            self._log.info("lane.capture_dropped", passage=passage.id, reason=reason)
+        passage.capture_attempt = 0
+        passage.capture_held = None
+
+    def _zone_changed_under_capture(self, passage: _Passage) -> None:
+        """The zone count left 1 while a capture ran: its frames may show somebody else."""
+        if not passage.capture_attempt:
+            return
+        self._drop_capture(passage, "ZONE_CHANGED")
+        if self.state == CAPTURING_FACE:
+            self._start_capture(passage)
 
     def on_enter_verifying(self, event: EventData) -> None:
         passage = self._require_passage()
@@ -1212,9 +1267,10 @@ class Lane:
             self._log.error("lane.subscriber_failed", error=type(exc).__name__,
                             message=str(exc))
 
-    def _submit(self, passage_id: int, stage: str, job: Callable[[], object]) -> None:
+    def _submit(self, passage_id: int, stage: str, job: Callable[[], object],
+                attempt: int = 0) -> None:
         def done(result: object, error: BaseException | None) -> None:
-            self._inbox.put(_StageDone(passage_id, stage, result, error))
+            self._inbox.put(_StageDone(passage_id, stage, result, error, attempt))
 
         self._runner.submit(job, done)
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 from conftest import FakeLane, make_fake_lane
 from doubles import failed_capture, match_decision, rejected_document
 
 from gate.config import LaneConfig, Policy
+from gate.stages import CaptureOutcome
 from gate.lane import LAMPS, STATES, TRANSITIONS, Outcome
 from hardware.barrier.protocol import Beam, Door, DoorState, Flag, Side, Signal
 
@@ -222,6 +224,98 @@ def test_traveller_back_inside_while_entry_closes_is_captured(fake_lane: FakeLan
     assert fake.travel() == "idle"
     [record] = fake.records
     assert record.outcome is Outcome.PASSED
+
+
+def _capture_of(value: int) -> CaptureOutcome:
+    return CaptureOutcome(ok=True, frames=(np.full((8, 8, 3), value, np.uint8),),
+                          quality=({"sharpness": 1.0},))
+
+
+def _admitted(fake: FakeLane) -> None:
+    """The traveller is inside alone; ENTRY starts to close."""
+    fake.step()
+    fake.lane.present_document([])
+    fake.step()
+    fake.stage()
+    fake.travel()
+    fake.barrier.set_zone(1)
+    assert fake.step() == "closing_entry"
+
+
+def test_capture_starts_while_entry_closes_and_counts_once_it_is_shut(fake_lane: FakeLane
+                                                                       ) -> None:
+    fake = fake_lane
+    _admitted(fake)
+    assert len(fake.runner.jobs) == 1  # the capture, started with ENTRY still closing
+    assert fake.stage() == "closing_entry"  # its result waits: nothing decided yet
+    assert fake.barrier.status is not None
+    assert fake.barrier.status.entry is not DoorState.CLOSED
+    assert fake.travel() == "verifying"  # doors shut, one inside: the held capture counts
+    assert fake.capture.calls == 1
+    assert fake.stage() == "releasing"
+
+
+def test_capture_during_closing_is_thrown_away_when_the_zone_changes(fake_lane: FakeLane
+                                                                      ) -> None:
+    fake = fake_lane
+    fake.capture.push(_capture_of(1), _capture_of(2))
+    _admitted(fake)
+    fake.barrier.set_zone(0)  # the first person steps out, another steps in
+    fake.barrier.set_zone(1)
+    assert fake.step() == "closing_entry"
+    assert fake.stage() == "closing_entry"  # the first capture's frames: stale
+    assert fake.travel() == "capturing_face"
+    assert fake.stage() == "verifying"  # a fresh capture of whoever is inside now
+    assert fake.stage() == "releasing"
+    fake.travel()
+    fake.barrier.set_zone(0)
+    fake.step()
+    fake.travel()
+    [record] = fake.records
+    assert record.evidence.capture is not None
+    assert int(record.evidence.capture.frames[0][0, 0, 0]) == 2
+    assert fake.capture.calls == 2
+
+
+def test_zone_change_reported_after_the_doors_shut_restarts_the_capture(fake_lane: FakeLane
+                                                                         ) -> None:
+    fake = fake_lane
+    fake.capture.push(_capture_of(1), _capture_of(2))
+    _admitted(fake)
+    assert fake.stage() == "closing_entry"  # first capture held
+    # the board's events arrive together: the lane sees the shut doors while handling the
+    # first of them, and the zone changes only after it has entered capturing_face
+    fake.barrier.set_beams(Beam.NONE)
+    fake.barrier.set_zone(0)
+    fake.barrier.set_zone(1)
+    fake.barrier.finish_travel()
+    assert fake.step() == "capturing_face"
+    assert fake.stage() == "verifying"
+    assert fake.stage() == "releasing"
+    fake.travel()
+    fake.barrier.set_zone(0)
+    fake.step()
+    fake.travel()
+    [record] = fake.records
+    assert record.evidence.capture is not None
+    assert int(record.evidence.capture.frames[0][0, 0, 0]) == 2
+
+
+def test_capture_while_closing_can_be_switched_off() -> None:
+    fake = make_fake_lane(LaneConfig(policy=Policy(capture_while_closing=False)))
+    _admitted(fake)
+    assert not fake.runner.jobs
+    assert fake.travel() == "capturing_face"
+    assert len(fake.runner.jobs) == 1
+
+
+def test_tailgater_while_closing_drops_the_early_capture(fake_lane: FakeLane) -> None:
+    fake = fake_lane
+    _admitted(fake)
+    fake.barrier.set_zone(2)
+    assert fake.step() == "rejected"
+    assert fake.stage() == "rejected"  # the capture's late result changes nothing
+    assert opened(fake, Door.EXIT) == 0
 
 
 def test_capture_timeout_cancels_the_capture(fake_lane: FakeLane) -> None:
