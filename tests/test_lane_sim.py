@@ -134,7 +134,8 @@ def test_slow_stages_do_not_trip_the_watchdog(sim_lane: Factory) -> None:
     pass_one(sim)
     [record] = sim.wait_records(1, timeout=20)
     assert record.outcome is Outcome.PASSED
-    assert record.system_ms >= 4000
+    assert record.duration_ms >= 4000  # both slow stages ran in full (the capture partly
+    assert record.state_ms["verifying"] >= 1990  # while ENTRY closed)
     assert sim.board.snapshot().watchdog_trips == 0
     assert_safe(sim)
 
