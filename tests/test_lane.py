@@ -10,8 +10,8 @@ from conftest import FakeLane, make_fake_lane
 from doubles import failed_capture, match_decision, rejected_document
 
 from gate.config import LaneConfig, Policy
-from gate.stages import CaptureOutcome
 from gate.lane import LAMPS, STATES, TRANSITIONS, Outcome
+from gate.stages import CaptureOutcome
 from hardware.barrier.protocol import Beam, Door, DoorState, Flag, Side, Signal
 
 
