@@ -76,16 +76,31 @@ class FakeLane:
         self.clock.advance(seconds)
         return self.step()
 
-    def to_capturing(self) -> None:
-        """Drive a traveller from idle to a closed zone with the face capture running."""
+    def to_admitting(self) -> None:
+        """Drive a traveller from idle to an open ENTRY, the zone still empty."""
         assert self.step() == "idle"
         self.lane.present_document([])
         assert self.step() == "reading_document"
         assert self.stage() == "admitting"
         self.travel()
+
+    def to_closing_entry(self) -> None:
+        """The traveller is inside alone; ENTRY starts to close (and the capture to run)."""
+        self.to_admitting()
         self.barrier.set_zone(1)
         assert self.step() == "closing_entry"
+
+    def to_capturing(self) -> None:
+        """Drive a traveller from idle to a closed zone with the face capture running."""
+        self.to_closing_entry()
         assert self.travel() == "capturing_face"
+
+    def leave_by_exit(self) -> str:
+        """EXIT open: the traveller walks out and EXIT closes behind them."""
+        self.travel()
+        self.barrier.set_zone(0)
+        assert self.step() == "closing_exit"
+        return self.travel()
 
 
 def make_fake_lane(config: LaneConfig | None = None) -> FakeLane:

@@ -52,10 +52,7 @@ def test_a_genuine_passage(fake_lane: FakeLane) -> None:
     assert fake.stage() == "releasing"
     assert opened(fake, Door.EXIT) == 1
     assert fake.barrier.lamps[Side.EXIT] is Signal.GREEN_ARROW
-    fake.travel()
-    fake.barrier.set_zone(0)
-    assert fake.step() == "closing_exit"
-    assert fake.travel() == "idle"
+    assert fake.leave_by_exit() == "idle"
     [record] = fake.records
     assert record.outcome is Outcome.PASSED
     assert not record.officer_called
@@ -125,11 +122,7 @@ def test_face_not_captured(fake_lane: FakeLane) -> None:
 @pytest.mark.parametrize("when", ["admitting", "closing_entry", "verifying"])
 def test_tailgating_keeps_exit_shut(fake_lane: FakeLane, when: str) -> None:
     fake = fake_lane
-    fake.step()
-    fake.lane.present_document([])
-    fake.step()
-    fake.stage()
-    fake.travel()
+    fake.to_admitting()
     if when == "admitting":
         fake.barrier.set_zone(2)
     else:
@@ -173,11 +166,7 @@ def test_somebody_in_the_zone_before_entry_opened(fake_lane: FakeLane) -> None:
 
 def test_nobody_comes_in(fake_lane: FakeLane) -> None:
     fake = fake_lane
-    fake.step()
-    fake.lane.present_document([])
-    fake.step()
-    fake.stage()
-    fake.travel()
+    fake.to_admitting()
     assert fake.later(fake.lane.config.timeouts.admitting + 0.1) == "closing_entry"
     assert fake.travel() == "idle"
     assert fake.records[0].outcome is Outcome.TIMEOUT
@@ -186,11 +175,7 @@ def test_nobody_comes_in(fake_lane: FakeLane) -> None:
 
 def test_traveller_steps_in_and_back_out_between_two_looks(fake_lane: FakeLane) -> None:
     fake = fake_lane
-    fake.step()
-    fake.lane.present_document([])
-    fake.step()
-    fake.stage()
-    fake.travel()
+    fake.to_admitting()
     # in and out again before the lane looked: only the board's events saw the zone at 1
     fake.barrier.set_beams(Beam.ENTRY)
     fake.barrier.set_zone(1)
@@ -206,11 +191,7 @@ def test_traveller_steps_in_and_back_out_between_two_looks(fake_lane: FakeLane) 
 
 def test_traveller_back_inside_while_entry_closes_is_captured(fake_lane: FakeLane) -> None:
     fake = fake_lane
-    fake.step()
-    fake.lane.present_document([])
-    fake.step()
-    fake.stage()
-    fake.travel()
+    fake.to_admitting()
     fake.barrier.set_zone(1)
     fake.barrier.set_zone(0)  # a step back out: ENTRY starts to close
     assert fake.step() == "closing_entry"
@@ -218,10 +199,7 @@ def test_traveller_back_inside_while_entry_closes_is_captured(fake_lane: FakeLan
     assert fake.travel() == "capturing_face"
     assert fake.stage() == "verifying"
     assert fake.stage() == "releasing"
-    fake.travel()
-    fake.barrier.set_zone(0)
-    assert fake.step() == "closing_exit"
-    assert fake.travel() == "idle"
+    assert fake.leave_by_exit() == "idle"
     [record] = fake.records
     assert record.outcome is Outcome.PASSED
 
@@ -231,21 +209,10 @@ def _capture_of(value: int) -> CaptureOutcome:
                           quality=({"sharpness": 1.0},))
 
 
-def _admitted(fake: FakeLane) -> None:
-    """The traveller is inside alone; ENTRY starts to close."""
-    fake.step()
-    fake.lane.present_document([])
-    fake.step()
-    fake.stage()
-    fake.travel()
-    fake.barrier.set_zone(1)
-    assert fake.step() == "closing_entry"
-
-
 def test_capture_starts_while_entry_closes_and_counts_once_it_is_shut(fake_lane: FakeLane
                                                                        ) -> None:
     fake = fake_lane
-    _admitted(fake)
+    fake.to_closing_entry()
     assert len(fake.runner.jobs) == 1  # the capture, started with ENTRY still closing
     assert fake.stage() == "closing_entry"  # its result waits: nothing decided yet
     assert fake.barrier.status is not None
@@ -259,7 +226,7 @@ def test_capture_during_closing_is_thrown_away_when_the_zone_changes(fake_lane: 
                                                                       ) -> None:
     fake = fake_lane
     fake.capture.push(_capture_of(1), _capture_of(2))
-    _admitted(fake)
+    fake.to_closing_entry()
     fake.barrier.set_zone(0)  # the first person steps out, another steps in
     fake.barrier.set_zone(1)
     assert fake.step() == "closing_entry"
@@ -267,10 +234,7 @@ def test_capture_during_closing_is_thrown_away_when_the_zone_changes(fake_lane: 
     assert fake.travel() == "capturing_face"
     assert fake.stage() == "verifying"  # a fresh capture of whoever is inside now
     assert fake.stage() == "releasing"
-    fake.travel()
-    fake.barrier.set_zone(0)
-    fake.step()
-    fake.travel()
+    assert fake.leave_by_exit() == "idle"
     [record] = fake.records
     assert record.evidence.capture is not None
     assert int(record.evidence.capture.frames[0][0, 0, 0]) == 2
@@ -281,7 +245,7 @@ def test_zone_change_reported_after_the_doors_shut_restarts_the_capture(fake_lan
                                                                          ) -> None:
     fake = fake_lane
     fake.capture.push(_capture_of(1), _capture_of(2))
-    _admitted(fake)
+    fake.to_closing_entry()
     assert fake.stage() == "closing_entry"  # first capture held
     # the board's events arrive together: the lane sees the shut doors while handling the
     # first of them, and the zone changes only after it has entered capturing_face
@@ -292,10 +256,7 @@ def test_zone_change_reported_after_the_doors_shut_restarts_the_capture(fake_lan
     assert fake.step() == "capturing_face"
     assert fake.stage() == "verifying"
     assert fake.stage() == "releasing"
-    fake.travel()
-    fake.barrier.set_zone(0)
-    fake.step()
-    fake.travel()
+    assert fake.leave_by_exit() == "idle"
     [record] = fake.records
     assert record.evidence.capture is not None
     assert int(record.evidence.capture.frames[0][0, 0, 0]) == 2
@@ -303,7 +264,7 @@ def test_zone_change_reported_after_the_doors_shut_restarts_the_capture(fake_lan
 
 def test_capture_while_closing_can_be_switched_off() -> None:
     fake = make_fake_lane(LaneConfig(policy=Policy(capture_while_closing=False)))
-    _admitted(fake)
+    fake.to_closing_entry()
     assert not fake.runner.jobs
     assert fake.travel() == "capturing_face"
     assert len(fake.runner.jobs) == 1
@@ -311,7 +272,7 @@ def test_capture_while_closing_can_be_switched_off() -> None:
 
 def test_tailgater_while_closing_drops_the_early_capture(fake_lane: FakeLane) -> None:
     fake = fake_lane
-    _admitted(fake)
+    fake.to_closing_entry()
     fake.barrier.set_zone(2)
     assert fake.step() == "rejected"
     assert fake.stage() == "rejected"  # the capture's late result changes nothing
@@ -481,11 +442,7 @@ def test_a_callback_exception_goes_to_fault_and_is_kept(fake_lane: FakeLane) -> 
 
 def test_closing_waits_for_a_clear_doorway(fake_lane: FakeLane) -> None:
     fake = fake_lane
-    fake.step()
-    fake.lane.present_document([])
-    fake.step()
-    fake.stage()
-    fake.travel()
+    fake.to_admitting()
     fake.barrier.set_zone(1)
     fake.barrier.set_beams(Beam.ENTRY)
     fake.step()
@@ -526,10 +483,7 @@ def test_officer_clears_a_rejected_traveller_still_inside(fake_lane: FakeLane) -
     fake.travel()  # ENTRY closes first
     fake.step()
     assert opened(fake, Door.EXIT) == 1
-    fake.travel()
-    fake.barrier.set_zone(0)
-    assert fake.step() == "closing_exit"
-    assert fake.travel() == "idle"
+    assert fake.leave_by_exit() == "idle"
     [record] = fake.records
     assert record.outcome is Outcome.OFFICER_RELEASED
     assert "OFFICER_RELEASE" in record.reasons and "SCORE_BELOW_THRESHOLD" in record.reasons
