@@ -115,19 +115,24 @@ def _queue_ids(driver: Any) -> list[str]:
     return list(ids)
 
 
-def _open_case(driver: Any, case_id: str) -> None:
-    """Click the row's Open link as a person would; the live refresh may replace the row
-    between finding and clicking it, so try again on a stale element."""
+def _click(driver: Any, by: str, value: str) -> None:
+    """Click as a person would; the live refresh may replace the element between finding
+    and clicking it, so find it again on a stale element."""
     from selenium.common.exceptions import StaleElementReferenceException
-    from selenium.webdriver.common.by import By
 
     for _ in range(20):
         try:
-            driver.find_element(By.CSS_SELECTOR, f'tr[data-case="{case_id}"] a.open').click()
+            driver.find_element(by, value).click()
             return
         except StaleElementReferenceException:
             time.sleep(0.05)
-    raise AssertionError("queue row kept changing under the click")
+    raise AssertionError(f"{value!r} kept changing under the click")
+
+
+def _open_case(driver: Any, case_id: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    _click(driver, By.CSS_SELECTOR, f'tr[data-case="{case_id}"] a.open')
 
 
 def _sign_in(driver: Any, name: str) -> None:
@@ -179,12 +184,12 @@ def test_officer_signs_in_reviews_and_decides(served: dict[str, Any], browser: A
     assert live_latency < 2.0
     _screenshot(driver, tmp / "queue.png")
     # The queue per lane: the lane's chip filters, and the filtered view stays live.
-    driver.find_element(By.LINK_TEXT, "lane-2: 1").click()
+    _click(driver, By.LINK_TEXT, "lane-2: 1")
     assert _wait(lambda: driver.current_url == base + "/?lane=lane-2")
     assert _queue_ids(driver) == [second]
     time.sleep(0.6)  # two refreshes later the filter still holds
     assert _queue_ids(driver) == [second]
-    driver.find_element(By.ID, "all-lanes").click()
+    _click(driver, By.ID, "all-lanes")
     assert _wait(lambda: len(_queue_ids(driver)) == 3)
 
     # The case page: portrait and live frames side by side, score vs threshold, MRZ, timeline.
@@ -234,7 +239,7 @@ def test_officer_signs_in_reviews_and_decides(served: dict[str, Any], browser: A
     assert ("anna", "VIEW_CASE", first) in decided
     assert ("anna", "DECIDE_CONFIRM", first) in decided
 
-    driver.find_element(By.ID, "logout").click()
+    _click(driver, By.ID, "logout")
     assert _wait(lambda: driver.current_url == base + "/login")
     driver.get(base + "/")
     assert driver.current_url == base + "/login"
@@ -243,7 +248,7 @@ def test_officer_signs_in_reviews_and_decides(served: dict[str, Any], browser: A
     _sign_in(driver, "sue")
     assert _wait(lambda: _queue_ids(driver) == [third])
     assert "ESCALATED" in driver.find_element(By.ID, "queue").text
-    driver.find_element(By.ID, "nav-lanes").click()
+    _click(driver, By.ID, "nav-lanes")
     assert _wait(lambda: driver.current_url == base + "/lanes")
 
     def lane_rows() -> dict[str, str]:
