@@ -221,6 +221,11 @@ JS = r"""
     fetch(url, {credentials: "same-origin", cache: "no-store"})
       .then(function (r) { if (r.status === 401) { location.href = "/login"; } return r.json(); })
       .then(function (data) {
+        // Touch the page only when something changed: a link must not be swapped away
+        // under an officer's pointer by a refresh that brought nothing new.
+        const shown = JSON.stringify([data.cases, data.per_lane]);
+        if (shown === table.dataset.shown) { return; }
+        table.dataset.shown = shown;
         const body = document.getElementById("queue-body");
         const rows = data.cases.map(function (c) {
           const tr = document.createElement("tr");
@@ -256,6 +261,9 @@ JS = r"""
     fetch("/api/lanes", {credentials: "same-origin", cache: "no-store"})
       .then(function (r) { if (r.status === 401) { location.href = "/login"; } return r.json(); })
       .then(function (data) {
+        const shown = JSON.stringify(data.lanes);
+        if (shown === table.dataset.shown) { return; }
+        table.dataset.shown = shown;
         const body = document.getElementById("lanes-body");
         body.replaceChildren.apply(body, data.lanes.map(function (l) {
           const tr = document.createElement("tr");
