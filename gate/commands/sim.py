@@ -24,6 +24,7 @@ import json
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
 from typing import Any, TextIO
 
@@ -187,6 +188,16 @@ def run_board(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ gate sim (the whole lane)
 
 
+def _report(out: TextIO, as_json: bool, record: object,
+            print_text: Callable[[Any, TextIO], None], run: object) -> None:
+    """The end of a run: one JSON record, or the readable summary."""
+    if as_json:
+        json.dump(record, out, indent=1)
+        print(file=out)
+    else:
+        print_text(run, out)
+
+
 def _print_timeline(result: Any, out: TextIO) -> None:
     print(f"\n=== {result.scenario}: {result.description}", file=out)
     if result.skipped:
@@ -318,11 +329,7 @@ def run_lane(args: argparse.Namespace) -> int:
                           file=out, flush=True)
 
             report = run_stream(stages, args.passages, options, mix, on_result=progress)
-            if args.json:
-                json.dump(report.figures(), out, indent=1)
-                print(file=out)
-            else:
-                _print_stream(report, out)
+            _report(out, args.json, report.figures(), _print_stream, report)
             return 0 if report.ok else 1
 
         def show(result: Any) -> None:
@@ -338,9 +345,5 @@ def run_lane(args: argparse.Namespace) -> int:
     except OSError as exc:  # a port that cannot be opened, a pty that vanished
         print(f"gate sim: {exc}", file=sys.stderr)
         return 2
-    if args.json:
-        json.dump(suite.to_json(), out, indent=1)
-        print(file=out)
-    else:
-        _print_summary(suite, out)
+    _report(out, args.json, suite.to_json(), _print_summary, suite)
     return 0 if suite.ok else 1

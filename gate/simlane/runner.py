@@ -356,25 +356,20 @@ _STAGE_OF = {"reading_document": "document", "capturing_face": "capture",
 
 def _stage_line(stage: str, summary: Mapping[str, Any]) -> str:
     timings = summary.get("timings_ms") or {}
-    if stage == "document":
-        ms = timings.get("total_ms")
-        verdict = "accepted" if summary.get("accepted") else "rejected"
-        reasons = ",".join(summary.get("reasons", [])) or "-"
-        return f"document {verdict} ({summary.get('document_type') or '?'}) reasons {reasons}" \
-               f"{f' in {ms:.0f} ms' if ms is not None else ''}"
-    if stage == "capture":
-        ms = timings.get("capture_ms")
-        verdict = "face captured" if summary.get("ok") else "no face captured"
-        reasons = ",".join(summary.get("reasons", [])) or "-"
-        return f"{verdict}: {summary.get('frames', 0)} frames kept of " \
-               f"{int(timings.get('frames', 0))}, reasons {reasons}" \
-               f"{f' in {ms:.0f} ms' if ms is not None else ''}"
-    ms = timings.get("total_ms")
-    verdict = "MATCH" if summary.get("match") else "NO MATCH"
+    ms = timings.get("capture_ms" if stage == "capture" else "total_ms")
+    took = f" in {ms:.0f} ms" if ms is not None else ""
     reasons = ",".join(summary.get("reasons", [])) or "-"
+    if stage == "document":
+        verdict = "accepted" if summary.get("accepted") else "rejected"
+        return f"document {verdict} ({summary.get('document_type') or '?'}) reasons " \
+               f"{reasons}{took}"
+    if stage == "capture":
+        verdict = "face captured" if summary.get("ok") else "no face captured"
+        return f"{verdict}: {summary.get('frames', 0)} frames kept of " \
+               f"{int(timings.get('frames', 0))}, reasons {reasons}{took}"
+    verdict = "MATCH" if summary.get("match") else "NO MATCH"
     return f"verification {verdict}: score {summary.get('score')} threshold " \
-           f"{summary.get('threshold')} reasons {reasons}" \
-           f"{f' in {ms:.0f} ms' if ms is not None else ''} [{summary.get('provider', '?')}]"
+           f"{summary.get('threshold')} reasons {reasons}{took} [{summary.get('provider', '?')}]"
 
 
 def _add_stage_lines(result: ScenarioResult, changes: Sequence[StateChange]) -> None:
