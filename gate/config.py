@@ -8,6 +8,8 @@ stages: they are kept, unchecked, in ``LaneConfig.sections``.
 
 from __future__ import annotations
 
+import math
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -45,9 +47,37 @@ class Timeouts:
 
 @dataclass(frozen=True)
 class Devices:
+    """Every device is a URL; the lane never asks which kind it got."""
+
     barrier: str = "sim"  # "sim", "sim?speed=10", "serial:///dev/ttyUSB0", any pyserial URL
-    camera: str = ""
-    documents: str = ""
+    camera: str = ""  # lane camera: 0, /dev/video0, rtsp://…, http://…/stream.mjpg, file:…
+    documents: str = ""  # document camera (same kinds) or folder:/path of a full-page reader
+
+
+def default_state_dir() -> Path:
+    """Where a lane keeps its cases and key unless told: $EGATE_STATE_DIR, else
+    /var/lib/egate for root (a lane PC's service), else ~/.local/state/egate."""
+    env = os.environ.get("EGATE_STATE_DIR")
+    if env:
+        return Path(env)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/egate")
+    return Path.home() / ".local" / "state" / "egate"
+
+
+@dataclass(frozen=True)
+class Cases:
+    """Where the lane's cases go: a durable spool on the lane PC, flushed to the store the
+    officers' review reads. Empty values take the defaults under the state directory."""
+
+    store: str = ""  # sqlite:///PATH or postgresql://…; default STATE/review.sqlite3
+    spool: str = ""  # folder; default STATE/spool/LANE_ID
+    key_file: str = ""  # AES-256 image key; default STATE/review.key (created if missing)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    listen: str = "127.0.0.1:9464"  # /healthz and /metrics; "" switches them off
 
 
 @dataclass(frozen=True)
@@ -82,6 +112,10 @@ class LaneConfig:
     timeouts: Timeouts = field(default_factory=Timeouts)
     policy: Policy = field(default_factory=Policy)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    cases: Cases = field(default_factory=Cases)
+    metrics: Metrics = field(default_factory=Metrics)
+    #: keys the file left out, as "[section] key" (the service logs the defaults it took)
+    defaulted: tuple[str, ...] = ()
     sections: Mapping[str, Mapping[str, Any]] = field(
         default_factory=lambda: MappingProxyType({}))
     source: str = ""  # the file it came from, for messages
@@ -105,6 +139,9 @@ def _section(cls: type, name: str, raw: object, origin: str) -> Any:
         elif isinstance(default, float):
             ok = isinstance(value, int | float) and not isinstance(value, bool)
             value = float(value) if ok else value
+            if ok and not math.isfinite(value):
+                raise ConfigError(f"{origin}: [{name}] {key} must be a finite number, "
+                                  f"got {value!r}")
         elif isinstance(default, int):
             ok = isinstance(value, int) and not isinstance(value, bool)
         else:
@@ -143,6 +180,12 @@ def parse_config(data: Mapping[str, Any], origin: str = "<config>") -> LaneConfi
         raise ConfigError(f"{origin}: [barrier] address must be 0..255")
     if barrier.watchdog_ms and not 200 <= barrier.watchdog_ms <= 10000:
         raise ConfigError(f"{origin}: [barrier] watchdog_ms must be 0 or 200..10000")
+    if not 0 <= barrier.retries <= 10:
+        raise ConfigError(f"{origin}: [barrier] retries must be 0..10")
+    if not 0.02 <= barrier.poll_interval_s <= 0.2:  # the contract: a request every 250 ms
+        raise ConfigError(f"{origin}: [barrier] poll_interval_s must be 0.02..0.2 seconds")
+    if not 0.02 <= barrier.reply_timeout_s <= 1.0:
+        raise ConfigError(f"{origin}: [barrier] reply_timeout_s must be 0.02..1.0 seconds")
     timeouts = _section(Timeouts, "timeouts", data.get("timeouts", {}), origin)
     for f in fields(Timeouts):
         if getattr(timeouts, f.name) <= 0:
@@ -151,7 +194,16 @@ def parse_config(data: Mapping[str, Any], origin: str = "<config>") -> LaneConfi
     logging_ = _section(LoggingConfig, "logging", data.get("logging", {}), origin)
     if logging_.level.upper() not in _LEVELS:
         raise ConfigError(f"{origin}: [logging] level must be one of {', '.join(_LEVELS)}")
-    own = {"lane", "devices", "barrier", "timeouts", "policy", "logging"}
+    cases = _section(Cases, "cases", data.get("cases", {}), origin)
+    metrics = _section(Metrics, "metrics", data.get("metrics", {}), origin)
+    own = {"lane", "devices", "barrier", "timeouts", "policy", "logging", "cases", "metrics"}
+    defaulted = tuple(
+        f"[{name}] {f.name}" for name, cls in (
+            ("devices", Devices), ("barrier", BarrierLink), ("timeouts", Timeouts),
+            ("policy", Policy), ("logging", LoggingConfig), ("cases", Cases),
+            ("metrics", Metrics))
+        for f in fields(cls)
+        if not isinstance(data.get(name), Mapping) or f.name not in data[name])
     others: dict[str, Mapping[str, Any]] = {}
     for name, value in data.items():
         if name in own:
@@ -160,7 +212,8 @@ def parse_config(data: Mapping[str, Any], origin: str = "<config>") -> LaneConfi
             raise ConfigError(f"{origin}: top-level key {name!r} must be a [section]")
         others[name] = MappingProxyType(dict(value))
     return LaneConfig(lane_id=lane_id, devices=devices, barrier=barrier, timeouts=timeouts,
-                      policy=policy, logging=logging_, sections=MappingProxyType(others),
+                      policy=policy, logging=logging_, cases=cases, metrics=metrics,
+                      defaulted=defaulted, sections=MappingProxyType(others),
                       source=origin)
 
 

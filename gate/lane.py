@@ -40,6 +40,7 @@ from gate.stages import (
     FaceVerifier,
     MatchDecision,
 )
+from hardware.device import DeviceHealth
 from hardware.barrier.api import (
     Barrier,
     BarrierError,
@@ -478,6 +479,7 @@ class Lane:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         runner: StageRunner | None = None,
+        devices: Mapping[str, Callable[[], DeviceHealth]] | None = None,
     ) -> None:
         self.config = config if config is not None else LaneConfig()
         self.lane_id = self.config.lane_id
@@ -488,6 +490,10 @@ class Lane:
         self._clock = clock
         self._wall = wall_clock
         self._runner: StageRunner = runner if runner is not None else ThreadStageRunner()
+        #: health of the devices besides the barrier (camera, document reader): a bad one
+        #: stops the lane *before* a traveller is let in, never with one inside
+        self._devices: dict[str, Callable[[], DeviceHealth]] = dict(devices or {})
+        self._shutdown: str | None = None  # None | "drain" | "now"
         # A lazy logger: it follows structlog's configuration even when that is set (the
         # JSON renderer, the personal-data filter) after the lane was built.
         self._log = (logger.bind(lane=self.lane_id) if logger is not None
@@ -559,6 +565,15 @@ class Lane:
 
     def set_maintenance(self, on: bool) -> None:
         self._inbox.put(_Operator("maintenance_on" if on else "maintenance_off"))
+
+    def shut_down(self, *, now: bool = False) -> None:
+        """The service is stopping: admit nobody new and go out of service (``SHUTDOWN``).
+
+        Without ``now`` a passage under way finishes first; with it the lane goes out of
+        service at once, which closes the passage of a traveller still inside as a case
+        for an officer. Either way the doors end shut and the lamps show out of service.
+        """
+        self._inbox.put(_Operator("shutdown_now" if now else "shutdown"))
 
     def officer_release(self, passage_id: int, timeout: float = 2.0) -> bool:
         """An officer cleared the rejected traveller of ``passage_id`` who is still inside.
@@ -714,6 +729,8 @@ class Lane:
                                reason="LANE_NOT_READY")
         elif op.command == "reset":
             self._fire("officer_reset")
+        elif op.command in ("shutdown", "shutdown_now"):
+            self._shutdown = "now" if op.command == "shutdown_now" else "drain"
         elif op.command in ("maintenance_on", "maintenance_off"):
             self._maintenance_requested = op.command == "maintenance_on"
         elif op.command == "officer_release":
@@ -834,9 +851,17 @@ class Lane:
         for flag in (Flag.WATCHDOG, Flag.TAMPER, Flag.DOOR_FAULT):
             if flag in status.flags:
                 return _Cause(OUT_OF_SERVICE, str(flag.name))
+        admitted = self.state in ADMITTED_STATES
+        if self._shutdown == "now" or (self._shutdown == "drain" and not admitted):
+            return _Cause(OUT_OF_SERVICE, "SHUTDOWN")
         if (Flag.ON_UPS in status.flags and self.config.policy.stop_admitting_on_mains_loss
-                and self.state not in ADMITTED_STATES):
+                and not admitted):
             return _Cause(OUT_OF_SERVICE, "MAINS_LOST")
+        if not admitted:  # a traveller inside finishes with what the lane already has
+            for name, probe in self._devices.items():
+                health = probe()
+                if not health.ok:
+                    return _Cause(OUT_OF_SERVICE, health.reason or f"{name.upper()}_FAILED")
         return None
 
     # ------------------------------------------------------------ doors and lamps
