@@ -33,6 +33,7 @@ from gate.face.verify import (
     PadResult,
 )
 from gate.stages import CaptureOutcome, DocumentOutcome
+from hardware.camera import open_camera
 from models.face import DlibFaceModel, load_face_model
 from models.pack import build_dlib_pack
 from models.runtime import RuntimeSettings
@@ -212,12 +213,16 @@ def test_gate_calibrate_on_a_folder(pack: Path, tmp_path: Path,
 
 
 def test_face_stage_from_config(pack: Path) -> None:
-    config = FaceConfig.from_mapping({"pack": str(pack), "gpu": "off", "camera": "sim:approach",
+    config = FaceConfig.from_mapping({"pack": str(pack), "gpu": "off",
                                       "capture": {"window_s": 5.0}})
-    capture, verifier = face_stage(config)
+    camera = open_camera("http://127.0.0.1:9/stream.mjpg")  # never started: not needed
+    capture, verifier = face_stage(config, camera)
     assert capture.settings.window_s == 5.0
+    assert capture.camera is camera  # the lane's device, not one opened per capture
     assert verifier.threshold_source.startswith("calibration:")  # models/calibration
     with pytest.raises(ValueError):
         FaceConfig.from_mapping({"gpu": "sometimes"})
     with pytest.raises(ValueError):
         FaceConfig.from_mapping({"colour": "blue"})
+    with pytest.raises(ValueError, match=r"\[devices\] camera"):
+        FaceConfig.from_mapping({"camera": "camera:0"})  # moved: the camera is a device

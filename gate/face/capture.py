@@ -1,23 +1,21 @@
 """Live face capture: frames from the lane camera → the best few frames that pass the gates.
 
-Reading a camera can block for seconds (an RTSP stream that stalls, a USB camera that was
-pulled), so frames are read by a *grabber thread* that only ever keeps the newest frame;
-the capture loop waits on it with a timeout. That way the capture honours its window, its
-cancel event and camera failure without ever blocking its caller — and the lane calls it
-on a worker thread anyway, never on the thread that polls the barrier.
-
-Camera sources are chosen by a configuration string (``camera:0``, ``file:/path.mp4``,
-``rtsp://…``, ``sim:approach``); the capture code never asks which kind it got.
+The camera is a device (:class:`hardware.camera.Camera`), opened once when the lane
+starts and watched for health from then on, so a dead camera takes the lane out of
+service before a traveller is let in — not once they are shut inside. A capture only
+*takes* frames from it: ``next_frame`` hands out the newest frame with a timeout, so the
+capture honours its window, its cancel event and a camera that fails mid-capture without
+ever blocking its caller (the lane calls it on a worker thread anyway, never on the thread
+that polls the barrier). Only frames that arrive after the capture began are judged: the
+frame waiting in the camera may show the previous traveller.
 """
 
 from __future__ import annotations
 
-import importlib
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 import numpy as np
 import structlog
@@ -30,6 +28,7 @@ from gate.face.quality import (
     assess,
 )
 from gate.stages import CaptureOutcome, Guidance
+from hardware.camera import Camera
 from models.face import FaceModel
 
 log = structlog.get_logger(__name__)
@@ -40,99 +39,13 @@ CANCELLED = "CANCELLED"
 CAPTURING = "CAPTURING"  # guidance while good frames are being collected
 
 
-class FrameSource(Protocol):
-    """The part of ``cv2.VideoCapture`` the capture uses."""
-
-    def isOpened(self) -> bool: ...
-
-    def read(self) -> tuple[bool, Any]: ...
-
-    def release(self) -> None: ...
-
-
-def _open_cv2(target: int | str) -> FrameSource:
-    import cv2
-
-    cap = cv2.VideoCapture(target)
-    return cap
-
-
-#: scheme → opener. ``sim`` is resolved by module path so the product path does not
-#: import the simulator unless configured to.
-CAMERA_SCHEMES: dict[str, str | Callable[[str], FrameSource]] = {
-    "camera": lambda spec: _open_cv2(int(spec.split(":", 1)[1] or 0)),
-    "file": lambda spec: _open_cv2(spec.split(":", 1)[1]),
-    "rtsp": _open_cv2,
-    "rtsps": _open_cv2,
-    "http": _open_cv2,
-    "https": _open_cv2,
-    "sim": "sim.camera:open_sim_camera",
-}
-
-
-def open_camera(spec: str) -> FrameSource:
-    """Open a camera from its configuration string (see ``CAMERA_SCHEMES``)."""
-    scheme = spec.split(":", 1)[0] if ":" in spec else ""
-    if scheme not in CAMERA_SCHEMES:
-        if spec.isdigit():
-            return _open_cv2(int(spec))
-        return _open_cv2(spec)  # a plain file path
-    opener = CAMERA_SCHEMES[scheme]
-    if isinstance(opener, str):
-        module, _, name = opener.partition(":")
-        opener = getattr(importlib.import_module(module), name)
-    return opener(spec)
-
-
 @dataclass(frozen=True)
 class CaptureSettings:
     window_s: float = 10.0  # give up after this long: FACE_NOT_CAPTURED
     settle_s: float = 0.6  # after the first good frame, keep looking this long for better
     best_frames: int = 3
-    camera_timeout_s: float = 2.0  # no frame for this long: CAMERA_FAILED
-    file_source: bool = False  # end of stream = no more frames, not a camera failure
+    camera_timeout_s: float = 2.0  # no frame for this long (or camera unhealthy): CAMERA_FAILED
     quality: QualitySettings = field(default_factory=QualitySettings)
-
-
-class _Grabber(threading.Thread):
-    """Reads frames as fast as the source gives them; keeps only the newest."""
-
-    def __init__(self, source: FrameSource) -> None:
-        super().__init__(name="face-camera-grabber", daemon=True)
-        self.source = source
-        self.cond = threading.Condition()
-        self.frame: np.ndarray | None = None
-        self.seq = 0
-        self.failed = False
-        self.ended = False
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        failures = 0
-        while not self.stop.is_set():
-            try:
-                ok, frame = self.source.read()
-            except Exception:  # a driver error is a camera failure, not a crash
-                ok, frame = False, None
-            with self.cond:
-                if ok and frame is not None:
-                    failures = 0
-                    self.frame = frame
-                    self.seq += 1
-                else:
-                    failures += 1
-                    if failures >= 3:
-                        self.ended = True
-                        self.cond.notify_all()
-                        return
-                self.cond.notify_all()
-
-    def next_frame(self, after: int, timeout: float) -> tuple[int, np.ndarray | None]:
-        with self.cond:
-            self.cond.wait_for(lambda: self.seq > after or self.ended, timeout=timeout)
-            if self.seq > after and self.frame is not None:
-                return self.seq, self.frame
-            return after, None
 
 
 @dataclass
@@ -142,55 +55,52 @@ class _Candidate:
 
 
 class LiveFaceCapture:
-    """The lane's :class:`gate.stages.FaceCapture` on a real (or simulated) camera.
+    """The lane's :class:`gate.stages.FaceCapture` on the lane camera device.
 
-    Each ``capture`` opens the camera source, watches it for at most ``window_s``, and
+    Each ``capture`` watches the (already started) camera for at most ``window_s`` and
     returns the best ``best_frames`` frames that passed every gate, with their quality
-    measures (face box included, so verification need not detect again).
+    measures (face box included, so verification need not detect again). The camera is
+    not owned here: whoever started it closes it.
+
+    Reasons: ``CAMERA_FAILED`` (camera unhealthy, or no new frame for
+    ``camera_timeout_s``), ``FACE_NOT_CAPTURED`` (window over without a good frame, or a
+    video file that ended: a file running out is no camera failure), ``CANCELLED``.
     """
 
-    def __init__(self, model: FaceModel, camera: str | Callable[[], FrameSource],
+    def __init__(self, model: FaceModel, camera: Camera,
                  settings: CaptureSettings | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.model = model
+        self.camera = camera
         self.settings = settings or CaptureSettings()
-        spec = camera
-        self._open: Callable[[], FrameSource] = (
-            (lambda: open_camera(spec)) if isinstance(spec, str) else spec)
-        self._file = self.settings.file_source or (
-            isinstance(camera, str) and camera.startswith("file:"))
         self.clock = clock
 
     def capture(self, guidance: Guidance, cancel: threading.Event) -> CaptureOutcome:
         t0 = self.clock()
-        try:
-            source = self._open()
-            opened = source.isOpened()
-        except Exception as exc:
-            log.warning("camera_open_failed", error=type(exc).__name__)
-            return self._outcome(False, (CAMERA_FAILED,), [], t0, frames=0)
-        if not opened:
-            return self._outcome(False, (CAMERA_FAILED,), [], t0, frames=0)
-        grabber = _Grabber(source)
-        grabber.start()
-        try:
-            return self._watch(grabber, guidance, cancel, t0)
-        finally:
-            grabber.stop.set()
-            try:
-                source.release()
-            except Exception:
-                log.warning("camera_release_failed")
-            grabber.join(timeout=0.5)  # a stuck read stays on its daemon thread
+        failed = self._camera_failure()
+        if failed is not None:
+            return self._outcome(False, (failed,), [], t0, frames=0)
+        return self._watch(guidance, cancel, t0)
 
-    def _watch(self, grabber: _Grabber, guidance: Guidance, cancel: threading.Event,
-               t0: float) -> CaptureOutcome:
+    def _camera_failure(self) -> str | None:
+        """The reason to stop on the camera's own word, or None while it is healthy."""
+        if self.camera.ended:
+            return FACE_NOT_CAPTURED
+        health = self.camera.health
+        if health.ok:
+            return None
+        log.warning("face_capture_camera", reason=health.reason, detail=health.detail)
+        return CAMERA_FAILED
+
+    def _watch(self, guidance: Guidance, cancel: threading.Event, t0: float
+               ) -> CaptureOutcome:
         s = self.settings
-        seq = 0
+        seq = self.camera.seq  # only frames that arrive from now on
         frames = 0
         last_frame_at = self.clock()
         first_good: float | None = None
         last_hint: str | None = None
+        guided = False  # the first judgement is always shown, a good frame included
         best: list[_Candidate] = []
         detect_ms: list[float] = []
         while True:
@@ -205,13 +115,14 @@ class LiveFaceCapture:
                     break
                 return self._outcome(False, (FACE_NOT_CAPTURED,), [], t0, frames, detect_ms)
             wait = min(0.1, max(0.0, s.window_s - (now - t0)))
-            seq, frame = grabber.next_frame(seq, timeout=wait)
+            seq, frame = self.camera.next_frame(seq, timeout=wait)
             if frame is None:
-                if grabber.ended or self.clock() - last_frame_at > s.camera_timeout_s:
+                reason = self._camera_failure()
+                if reason is None and self.clock() - last_frame_at > s.camera_timeout_s:
+                    reason = CAMERA_FAILED
+                if reason is not None:
                     if best:
                         break
-                    reason = FACE_NOT_CAPTURED if (self._file and grabber.ended) \
-                        else CAMERA_FAILED
                     return self._outcome(False, (reason,), [], t0, frames, detect_ms)
                 continue
             last_frame_at = self.clock()
@@ -223,9 +134,9 @@ class LiveFaceCapture:
                 best.append(candidate)
                 if first_good is None:
                     first_good = self.clock()
-            if hint != last_hint:
+            if hint != last_hint or not guided:
                 guidance(hint or CAPTURING)
-                last_hint = hint
+                last_hint, guided = hint, True
         best.sort(key=lambda c: -c.quality.score)
         return self._outcome(True, (), best[: s.best_frames], t0, frames, detect_ms)
 
@@ -256,4 +167,4 @@ class LiveFaceCapture:
 
 
 __all__ = ["CAMERA_FAILED", "CANCELLED", "FACE_NOT_CAPTURED", "ONE_PERSON_ONLY",
-           "CaptureSettings", "FrameSource", "LiveFaceCapture", "open_camera"]
+           "CaptureSettings", "LiveFaceCapture"]
