@@ -5,7 +5,10 @@ with a portrait from :mod:`sim.people`, printed fields and the MRZ in real OCR-B
 (``fonts-ocr-b``) at the ICAO pitch of ten characters per inch. :func:`capture` then does
 to it what a document camera does — blur, tilt, perspective, JPEG, noise, uneven light,
 low resolution — and keeps the homography page→image, so the ground truth (MRZ text,
-portrait box) is known exactly in the captured image.
+portrait box) is known exactly in the captured image. :func:`photograph` covers every page
+condition, including the ruined ``smeared`` and ``covered`` pages, and :func:`on_glass`
+lays a page on the reader's glass: the view of the simulated document camera
+(:mod:`sim.reader_server`).
 
 Simplification, stated: a TD1 card carries its MRZ on the back and its portrait on the
 front; we draw both on one face so that one image feeds both the MRZ reader and the photo
@@ -25,7 +28,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from gate.document import icao
+from hardware.docreader import mrz as icao
 from sim.people import people
 
 OCRB = "/usr/share/fonts/opentype/ocr-b/OCRB.otf"
@@ -378,3 +381,94 @@ def generate(
             ident = random_identity(rng, t, today=today, defect=defect)
             out.append(capture(render_page(ident, rng), cond, rng))
     return out
+
+
+# --- pages no reader can use, and the page as the reader's camera sees it -------------------
+
+#: Conditions beyond a camera's degradations: pages that never reach a usable capture.
+UNREADABLE_CONDITIONS = ("smeared", "covered")
+#: Every condition a simulated page can be shown in.
+PAGE_CONDITIONS = (*CONDITIONS, *UNREADABLE_CONDITIONS)
+
+
+def smear(image: np.ndarray) -> np.ndarray:
+    """A page pulled across the glass mid-exposure: nothing of the MRZ survives."""
+    k = np.zeros((61, 61), np.float32)
+    k[30, :] = 1.0 / 61
+    smeared = cv2.filter2D(image, -1, k)
+    return np.asarray(cv2.GaussianBlur(smeared, (0, 0), 6.0))
+
+
+def cover(image: np.ndarray) -> np.ndarray:
+    """A hand over the bottom of the page, where every MRZ is printed."""
+    out = image.copy()
+    h = out.shape[0]
+    out[int(h * 0.70):, :] = (120, 150, 200)  # a skin tone, BGR
+    return out
+
+
+def photograph(page: Page, condition: str, rng: np.random.Generator) -> Page:
+    """``page`` as the reader delivers it under any of :data:`PAGE_CONDITIONS`.
+
+    The camera conditions go through :func:`capture`; ``smeared`` and ``covered`` are the
+    rendered page itself, ruined (no capture could make them worse).
+    """
+    if condition in UNREADABLE_CONDITIONS:
+        ruined = smear(page.image) if condition == "smeared" else cover(page.image)
+        return replace(page, image=ruined, condition=condition)
+    return capture(page, condition, rng)
+
+
+def empty_glass(size: tuple[int, int], seed: int = 0) -> np.ndarray:
+    """The reader's glass with nothing on it: a dark, faintly lit, slightly noisy surface.
+
+    ``size`` is (width, height). Fixed for a seed, so a glass stays the same surface for as
+    long as a reader shows it (a reader learns its empty glass and compares with it).
+    """
+    w, h = size
+    rng = np.random.default_rng([seed, 4711])
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    level = 52.0 + 10.0 * (xx / w) - 6.0 * (yy / h)  # the lamp is not quite even
+    grey = level + np.asarray(rng.normal(0.0, 2.0, (h, w)), np.float32)
+    tint = np.array([1.04, 1.0, 0.96], np.float32)  # a cool cast, BGR
+    return np.clip(grey[..., None] * tint, 0, 255).astype(np.uint8)
+
+
+def on_glass(page: Page, glass: np.ndarray, rng: np.random.Generator) -> Page:
+    """``page`` (captured, or a bare rendered page) lying on ``glass``, somewhere near its
+    middle: what the document camera sees. The page's own pixels stay as they are; only
+    the glass shows around it. Ground truth (homography, portrait box) follows the page.
+    """
+    gh, gw = glass.shape[:2]
+    h0, w0 = page.image.shape[:2]
+    src, hm, s = page.image, page.homography, 1.0
+    if w0 > gw or h0 > gh:  # a capture larger than the field of view: seen from further
+        s = min(gw / w0, gh / h0)
+        src = cv2.resize(src, (int(w0 * s), int(h0 * s)), interpolation=cv2.INTER_AREA)
+        hm = np.diag([s, s, 1.0]) @ hm
+    ph, pw = src.shape[:2]
+    pad_x, pad_y = gw - pw, gh - ph
+    x0 = round(pad_x / 2 + rng.uniform(-0.3, 0.3) * pad_x / 2)
+    y0 = round(pad_y / 2 + rng.uniform(-0.3, 0.3) * pad_y / 2)
+    shift = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])
+    # Where the page itself lies in the capture: its outline through the homography.
+    rendered_w, rendered_h = _rendered_size(page)
+    outline = np.array([[0, 0], [rendered_w, 0], [rendered_w, rendered_h], [0, rendered_h]],
+                       float)
+    quad = _apply_h(hm, outline)
+    mask = np.zeros((ph, pw), np.uint8)
+    cv2.fillConvexPoly(mask, np.round(quad).astype(np.int32), 255, cv2.LINE_AA)
+    alpha = (mask.astype(np.float32) / 255.0)[..., None]
+    out = glass.copy()
+    region = out[y0:y0 + ph, x0:x0 + pw].astype(np.float32)
+    out[y0:y0 + ph, x0:x0 + pw] = np.clip(
+        src.astype(np.float32) * alpha + region * (1.0 - alpha), 0, 255).astype(np.uint8)
+    x, y, bw, bh = page.photo_box
+    box = (round(x * s) + x0, round(y * s) + y0, round(bw * s), round(bh * s))
+    return replace(page, image=out, homography=shift @ hm, photo_box=box)
+
+
+def _rendered_size(page: Page) -> tuple[int, int]:
+    """Width and height of the page as rendered (before any capture), in page pixels."""
+    lay = PAGE_LAYOUTS[page.identity.mrz_type]
+    return round(lay.size[0] * MM), round(lay.size[1] * MM)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gate.document import icao
 from gate.document.policy import DocumentPolicy, age_on
+from hardware.docreader import mrz as icao
 
 TODAY = date(2026, 6, 1)
 

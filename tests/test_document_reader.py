@@ -9,11 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from gate.document import icao
 from gate.document.check import MrzDocumentCheck
 from gate.document.policy import DocumentPolicy
 from gate.document.reader import MrzReader, decode_image
 from gate.stages import DocumentCheck
+from hardware.docreader import mrz as icao
 from sim.documents import CONDITIONS, Page, capture, generate, random_identity, render_page
 
 TODAY = date(2026, 6, 1)

@@ -7,8 +7,8 @@ from datetime import date
 import numpy as np
 import pytest
 
-from gate.document import icao
 from gate.document.policy import DocumentPolicy
+from hardware.docreader import mrz as icao
 from sim.documents import BAD_KINDS, CONDITIONS, capture, generate, random_identity, render_page
 
 TODAY = date(2026, 6, 1)

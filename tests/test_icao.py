@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gate.document import icao
-from gate.document.countries import EU_EEA_CH, ICAO_CODES
+from hardware.docreader import mrz as icao
+from hardware.docreader.countries import EU_EEA_CH, ICAO_CODES
 
 TODAY = date(2010, 1, 1)
 

@@ -42,7 +42,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _truth(lines: Sequence[str], today: date) -> dict[str, Any]:
-    from gate.document.icao import parse
+    from hardware.docreader.mrz import parse
 
     return parse(lines, today).to_dict()
 
@@ -84,7 +84,7 @@ def _passporteye(image: np.ndarray, today: date) -> tuple[dict[str, Any] | None,
     import cv2
     from passporteye import read_mrz
 
-    from gate.document.icao import _parse_date as parse_date
+    from hardware.docreader.mrz import _parse_date as parse_date
 
     _, buf = cv2.imencode(".png", image)
     try:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gate.document import icao
+from hardware.docreader import mrz as icao
 
 MODEL_PATH = pathlib.Path(__file__).resolve().parents[2] / "models" / "ocrb" / "ocrb.onnx"
 _IDX = {c: i for i, c in enumerate(icao.ALPHABET)}

@@ -17,8 +17,8 @@ from dataclasses import dataclass, fields
 from datetime import date, timedelta
 from typing import Any
 
-from gate.document.countries import PRESETS
-from gate.document.icao import MrzResult
+from hardware.docreader.countries import PRESETS
+from hardware.docreader.mrz import MrzResult
 
 
 def _codes(values: Iterable[str]) -> frozenset[str]:

@@ -8,7 +8,7 @@ Every way a frame can fail has a reason code, so the lane can tell the traveller
 cut off), ``MRZ_UNSTABLE`` (frames disagree), ``NAME_LOW_CONFIDENCE`` (the name, which no
 check digit covers, was not read with confidence), ``MRZ_LOW_CONFIDENCE`` (another character
 was not; a check digit does not catch every wrong character), plus the ICAO problems of
-:func:`gate.document.icao.parse` (``CHECK_COMPOSITE``, ``NATIONALITY_UNKNOWN``…).
+:func:`hardware.docreader.mrz.parse` (``CHECK_COMPOSITE``, ``NATIONALITY_UNKNOWN``…).
 
 A page upside down is read as well: each zone is tried both ways and the reading with the
 better classifier score wins.
@@ -26,10 +26,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from gate.document import icao
 from gate.document.cells import cut, ink_image
 from gate.document.locate import MrzZone, locate
 from gate.document.ocr import Decoded, OcrbRecogniser, decode, default_recogniser, vote
+from hardware.docreader import mrz as icao
 
 MAX_PIXELS = 50_000_000  # 50 MP: beyond this a "page" is an attack or a mistake
 MIN_SIDE = 200

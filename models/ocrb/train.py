@@ -25,8 +25,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from gate.document.cells import CELL_H, CELL_W, cut
-from gate.document.icao import ALPHABET
 from gate.document.locate import locate
+from hardware.docreader.mrz import ALPHABET
 from sim.documents import CONDITIONS, capture, random_identity, render_page
 
 HERE = pathlib.Path(__file__).resolve().parent

@@ -4,6 +4,10 @@ The layouts are data (:data:`LAYOUTS`) because three parties need the same geome
 parser below, the reader's field-aware decoder (which must know where only digits may
 stand and which characters a check digit covers) and the page renderer in ``sim``.
 
+It lives with the reader interface, not with the lane, because the MRZ is the document's
+own data format — every reader SDK hands it over — and so that the simulator can print
+pages without importing the lane.
+
 :func:`parse` never raises: whatever string it is given, it returns an :class:`MrzResult`
 whose ``problems`` name what is wrong, so a garbled read is an outcome, not a crash.
 """
@@ -16,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from gate.document.countries import is_known
+from hardware.docreader.countries import is_known
 
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789<"
 DIGITS = "0123456789"
