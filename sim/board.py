@@ -441,6 +441,22 @@ class SimBoard:
                 faults_injected=dict(self.faults_injected),
             )
 
+    def safety_violations_list(self) -> list[str]:
+        """A copy of ``safety_violations``: what a control proxy in another process
+        (``sim.board_peer``) can fetch, where it cannot read an attribute."""
+        with self._lock:
+            return list(self.safety_violations)
+
+    def internal_errors_list(self) -> list[str]:
+        """A copy of ``internal_errors`` (see ``safety_violations_list``)."""
+        with self._lock:
+            return list(self.internal_errors)
+
+    def executed_list(self) -> list[tuple[int, int, bytes]]:
+        """A copy of ``executed``: (seq, type, payload) of every request carried out."""
+        with self._lock:
+            return list(self.executed)
+
     def status(self) -> BoardStatus:
         with self._lock:
             return BoardStatus(self._doors[Door.ENTRY].state, self._doors[Door.EXIT].state,

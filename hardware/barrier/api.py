@@ -1,8 +1,10 @@
 """What the lane sees of a barrier board: the host-side interface and its notices.
 
 ``hardware.barrier.driver.SerialBarrier`` implements it over pyserial (any URL: a device
-path, a pty, ``loop://``, ``socket://``). The lane state machine depends only on this
-module, never on how the board is reached.
+path, a pty, ``loop://``, ``socket://``); ``hardware.barrier.linkproc.ProcessBarrier``
+runs that same driver in a link process of its own, so that a lane process holding the
+GIL cannot delay the poll. The lane state machine depends only on this module, never on
+how the board is reached.
 """
 
 from __future__ import annotations
@@ -21,14 +23,19 @@ from hardware.barrier.protocol import (
     Side,
     Signal,
 )
+from hardware.device import DeviceError, DeviceUnavailable
 
 
-class BarrierError(Exception):
+class BarrierError(DeviceError):
     """Base of the errors a barrier command can end in."""
 
 
-class LinkDown(BarrierError):
-    """No valid reply after the contract's retries, or the port is gone."""
+class LinkDown(BarrierError, DeviceUnavailable):
+    """No valid reply after the contract's retries, or the port is gone.
+
+    It is also a ``DeviceUnavailable``: to the lane a board that does not answer is a
+    device that is not there, handled like a camera that vanished.
+    """
 
 
 class CommandRejected(BarrierError):
@@ -39,6 +46,11 @@ class CommandRejected(BarrierError):
         super().__init__(f"{request} refused by the board: {name}")
         self.request = request
         self.reason = reason
+
+    def __reduce__(self) -> tuple[type[CommandRejected], tuple[str, NakReason | int]]:
+        # The default reduce would call CommandRejected(message) and fail: rebuild it from
+        # its fields, so a refusal crosses a process boundary (the link process) intact.
+        return (type(self), (self.request, self.reason))
 
 
 class NoticeKind(enum.Enum):
@@ -117,6 +129,15 @@ class Barrier(abc.ABC):
     @abc.abstractmethod
     def refresh_status(self) -> BoardStatus:
         """Read STATUS from the board now (draining queued events first)."""
+
+    def link_stats(self) -> dict[str, float]:
+        """Host-side counters of the link, measured where the port is owned.
+
+        At least ``requests`` and ``max_request_gap_s`` (the longest silence between two
+        requests the driver sent while the link was up: what the board's watchdog would
+        see) when the implementation keeps them; ``{}`` for one that keeps none.
+        """
+        return {}
 
     def __enter__(self) -> Barrier:
         self.start()

@@ -4,7 +4,9 @@ One I/O thread owns the port. It sends a POLL at least every ``poll_interval_s``
 the callers are doing; commands from other threads are queued to it and wait on a future,
 so a slow document or face stage elsewhere can never starve the board's watchdog.
 Notices go to subscribers from a separate dispatch thread, so a slow subscriber cannot
-starve the poll either.
+starve the poll either. A thread still needs the GIL: a process that holds it in long C
+calls (model loading) does starve it, which is why the lane runs this driver in a link
+process of its own (``hardware.barrier.linkproc``).
 
 The driver must work against any board that follows ``docs/barrier-protocol.md``, not
 only our simulator: it relies on nothing but the contract (request/reply, resend of the
@@ -23,11 +25,10 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, TypeVar
 
 import serial
-import structlog
 
 from hardware.barrier.api import (
     Barrier,
@@ -104,6 +105,22 @@ class LinkStats:
     max_request_gap_s: float = 0.0  # longest silence between two requests while the link was up
 
 
+@dataclass(frozen=True)
+class LinkMemory:
+    """What a driver knows of its board beyond the port, handed to a successor.
+
+    A link process that died and was respawned (``hardware.barrier.linkproc``) starts a
+    new driver; given this, its first connection is a *re*connection, as if one driver had
+    lost the link and found it again: events the board re-delivers (it was never told we
+    had them) are recognised as duplicates, and a board that rebooted meanwhile is noticed
+    (RESTARTED, or ids going backwards) instead of being met as a new board.
+    """
+
+    status: BoardStatus | None = None
+    board_last_id: int = 0  # newest event id the board is known to have assigned
+    recent: tuple[BoardEvent, ...] = ()  # the newest events delivered, oldest first
+
+
 @dataclass
 class _Job:
     name: str
@@ -174,9 +191,13 @@ class SerialBarrier(Barrier):
         self._poll_interval_s = poll_interval_s
         self._watchdog_ms = watchdog_ms
         self._reconnect_interval_s = reconnect_interval_s
-        self._log = (logger or structlog.get_logger("hardware.barrier")).bind(
-            port=url, board_address=address
-        )
+        if logger is None:
+            # Imported here, not at the top: the link process (hardware.barrier.linkd) passes
+            # its own logger and must start fast; structlog pulls in rich, asyncio...
+            import structlog
+
+            logger = structlog.get_logger("hardware.barrier")
+        self._log = logger.bind(port=url, board_address=address)
         self.stats = LinkStats()
         self.board_info: BoardInfo | None = None
 
@@ -272,6 +293,27 @@ class SerialBarrier(Barrier):
     @property
     def status(self) -> BoardStatus | None:
         return self._status
+
+    @property
+    def board_last_event_id(self) -> int:
+        """Newest event id the board is known to have assigned (0: none yet)."""
+        return self._board_last_id
+
+    def link_stats(self) -> dict[str, float]:
+        """``stats`` as a plain dict: measured here, in the process that owns the port."""
+        return dict(asdict(self.stats))
+
+    def adopt(self, memory: LinkMemory) -> None:
+        """Continue from an earlier driver's picture of the board (call before ``start``).
+
+        Only the bookkeeping that decides what is a new event and what a board restart is
+        carried over; counters start at zero.
+        """
+        if self._io_thread is not None:
+            raise RuntimeError("adopt() must be called before start()")
+        self._status = memory.status
+        self._board_last_id = memory.board_last_id
+        self._recent = OrderedDict((e.event_id, e) for e in memory.recent[-RECENT_EVENT_IDS:])
 
     # ------------------------------------------------------------------ commands
 
