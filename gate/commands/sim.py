@@ -132,6 +132,9 @@ def add_parser(sub: Any) -> None:
     board.add_argument("--faults", metavar="FILE", help="TOML fault plan ([[fault]] tables)")
     board.add_argument("--log-events", action="store_true",
                        help="print every board event to stderr as it is queued")
+    board.add_argument("--report", metavar="FILE",
+                       help="also write the closing JSON figures (max request gap, requests, "
+                            "watchdog trips) to FILE at exit, for benchmarks")
     board.set_defaults(func=run_board)
 
 
@@ -145,6 +148,16 @@ def _print_event(event: BoardEvent) -> None:
 
 
 def run_board(args: argparse.Namespace) -> int:
+    """Serve the board until SIGINT/SIGTERM; the port on the first line of stdout, the
+    board's own figures as one JSON line at the end (and in ``--report FILE``).
+
+    The figures are the board's view, measured in this process: how long the host left
+    the line silent (``max_request_gap_ms``, against the contract's 250 ms), how many
+    requests it sent, how often the watchdog tripped. That is what a host-side benchmark
+    needs from a board that does not share its GIL.
+    """
+    import time
+
     try:
         plan = FaultPlan.load(args.faults) if args.faults else None
         board = SimBoard(
@@ -169,6 +182,7 @@ def run_board(args: argparse.Namespace) -> int:
         stop.set()
 
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    started = time.monotonic()
     try:
         try:
             path = board.start()
@@ -179,9 +193,29 @@ def run_board(args: argparse.Namespace) -> int:
         while not stop.wait(0.5):
             pass
     finally:
+        snap = board.snapshot()
+        figures = {
+            "max_request_gap_ms": round(snap.max_request_gap_s * 1000.0, 1),
+            "requests": snap.requests_seen,
+            "requests_executed": snap.requests_executed,
+            "watchdog_trips": snap.watchdog_trips,
+            "safety_violations": len(board.safety_violations_list()),
+            "internal_errors": len(board.internal_errors_list()),
+            "faults_injected": snap.faults_injected,
+            "served_s": round(time.monotonic() - started, 3),
+        }
         board.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    line = json.dumps(figures)
+    print(line, flush=True)
+    if args.report:
+        try:
+            with open(args.report, "w", encoding="utf-8") as out:
+                out.write(line + "\n")
+        except OSError as exc:
+            print(f"gate sim board: cannot write the report: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 
