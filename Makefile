@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 APT_PACKAGES := tesseract-ocr fonts-ocr-b tmux chromium chromium-driver postgresql
 
-.PHONY: setup sim test lint typecheck clean
+.PHONY: setup sim test lint typecheck imports clean
 
 setup: $(STAMP)
 
@@ -32,7 +32,7 @@ sim: setup
 	$(BIN)/python -m gate.demo
 
 # The tests: lint, types, then the suite.
-test: setup lint typecheck
+test: setup lint typecheck imports
 	$(BIN)/python -m pytest -q
 
 lint: setup
@@ -40,6 +40,10 @@ lint: setup
 
 typecheck: setup
 	$(BIN)/mypy
+
+# Who may import whom: the contracts in pyproject.toml ([tool.importlinter]).
+imports: setup
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

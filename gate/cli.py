@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 #: (command name, module, one-line help)
 COMMANDS: list[tuple[str, str, str]] = [
+    ("run", "gate.commands.run", "the lane service on its configured devices"),
     ("sim", "gate.commands.sim", "simulated lane and simulated devices"),
     ("selftest", "gate.commands.selftest", "commissioning test of a barrier board"),
     ("document", "gate.commands.document", "read a document page's MRZ and judge eligibility"),

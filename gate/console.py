@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from gate.lane import LAMPS, MAINTENANCE, PassageRecord, StateChange
+from gate.simlane.peers import PeerOptions, SimLaneDevices, StagesUnavailable
 from gate.simlane.runner import RigOptions, SimLaneRig, describe_notice, run_scenario
 from gate.simlane.scenario import find_scenario, shipped_names
-from gate.simlane.stages import LaneStages, StageOptions, StagesUnavailable
 from hardware.barrier.api import BarrierError, BarrierNotice
 from hardware.barrier.protocol import Beam, Flag, Side
 from sim.faults import FaultPlan, FaultStep
@@ -73,7 +73,7 @@ class LaneConsole:
         rig.barrier.subscribe(self._on_notice)
         rig.lane.subscribe(self._on_record)
         rig.lane.subscribe_states(self._on_change)
-        self.say(f"console started on {rig.board.path if rig.board else rig.options.barrier}")
+        self.say(f"console started on {rig.board_port}")
 
     # ------------------------------------------------------------ the log
 
@@ -179,8 +179,7 @@ class LaneConsole:
             if not lane.wait_for_state(MAINTENANCE, timeout=10.0):
                 self.say(f"self-test: the lane did not enter maintenance ({lane.state})")
                 return
-            report = SelftestReport(port=self.rig.board.path if self.rig.board
-                                    else str(self.rig.options.barrier), address=1)
+            report = SelftestReport(port=self.rig.board_port, address=1)
             BoardSelftest(self.rig.barrier, report, door_timeout_s=5.0,  # type: ignore[arg-type]
                           lamp_dwell_s=0.2).run()
             passed = sum(1 for c in report.checks if c.passed)
@@ -228,7 +227,8 @@ class Screen:
         win.erase()
         h, _ = win.getmaxyx()
         status = rig.barrier.status
-        where = f"simulated board {rig.board.path}" if rig.board else f"board {rig.options.barrier}"
+        where = (f"simulated board {rig.board_port}" if rig.board is not None
+                 else f"board {rig.board_port}")
         self.put(win, 0, 0, f"e-gate maintenance console - lane {rig.lane.lane_id} on {where}",
                  curses.A_BOLD)
         self.put(win, 1, 0, f"State: {rig.lane.state.upper():<16} passage "
@@ -343,8 +343,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--speed", type=float, default=1.0,
                    help="door travel and walking speed of the simulated board")
     p.add_argument("--barrier", metavar="PORT", help="a real board's port instead of the sim")
-    p.add_argument("--camera", metavar="SRC", help="a real camera for the face stage")
-    p.add_argument("--documents", metavar="FOLDER", help="page images for the document reader")
+    p.add_argument("--camera", metavar="URL", help="a real lane camera instead of the peer")
+    p.add_argument("--documents", metavar="URL",
+                   help="a real document reader (document camera URL or folder:/path)")
     p.add_argument("--gpu", choices=("required", "preferred", "off"), default="preferred")
     p.add_argument("--log-level", default="WARNING")
     p.add_argument("--log-file", default=os.devnull,
@@ -366,11 +367,18 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         configure_logging(args.log_level, json=True, stream=log_stream)
-        stages = LaneStages(StageOptions(camera=args.camera, documents=args.documents,
-                                         gpu=args.gpu))
-        rig = SimLaneRig(stages, RigOptions(speed=args.speed, barrier=args.barrier))
+        devices = SimLaneDevices(PeerOptions(speed=args.speed, gpu=args.gpu,
+                                             camera=args.camera or "",
+                                             documents=args.documents or ""))
     except (StagesUnavailable, OSError, ValueError) as exc:
         print(f"gate console: {exc}", file=sys.stderr)
+        log_stream.close()
+        return 2
+    try:
+        rig = SimLaneRig(devices, RigOptions(speed=args.speed, barrier=args.barrier))
+    except (OSError, ValueError) as exc:
+        print(f"gate console: {exc}", file=sys.stderr)
+        devices.close()
         log_stream.close()
         return 2
     try:
@@ -378,6 +386,7 @@ def run(args: argparse.Namespace) -> int:
         curses.wrapper(_loop, console)
     finally:
         rig.close()
+        devices.close()
         log_stream.close()
     return 0
 

@@ -1,36 +1,57 @@
-"""Builds the lane's devices from configuration URLs.
+"""Opens the lane's barrier board from its configuration URL.
 
-``sim`` starts the simulated board in this process, on a pseudo-terminal, and connects
-the production driver to it — the same bytes as a cabinet on ``/dev/ttyUSB0``. Anything
-else is handed to the driver as a pyserial URL. The lane only ever sees a ``Barrier``.
+A URL is a port — ``serial:///dev/ttyUSB0``, ``/dev/ttyACM0``, ``socket://host:port``,
+any pyserial URL — or the name of a board *backend* registered under the entry-point
+group ``egate.boards`` (``sim`` is the simulated board, which the ``sim`` package
+registers: this package never names it). A backend is started first, in a process of
+its own, and hands back the port it serves; from there every board is reached the same
+way, through the production driver.
+
+The driver runs in a link process of its own (:class:`hardware.barrier.linkproc.ProcessBarrier`):
+the lane process can hold the GIL for seconds (model loading, a stage in C code) and the
+board is still polled on time.
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any
+from importlib.metadata import entry_points
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
-from gate.config import BarrierLink, LaneConfig
+from gate.config import BarrierLink
 from hardware.barrier.api import Barrier
 
-SIM_SCHEME = "sim"
+BOARD_BACKENDS = "egate.boards"
+
+
+class BoardPeer(Protocol):
+    """A board backend started for a URL: where it serves, and how to stop it."""
+
+    port: str
+
+    def stop(self) -> None: ...
 
 
 @dataclass
 class BarrierConnection:
-    """A started barrier, and the simulated board behind it when there is one."""
+    """A started barrier, and the board backend behind it when the URL named one."""
 
     barrier: Barrier
-    board: Any = None  # sim.board.SimBoard for "sim", else None
+    peer: Any = None  # a BoardPeer; for ``sim`` it also has ``.board``, the control proxy
+
+    @property
+    def board(self) -> Any:
+        """The simulated board's control side (for scenarios), or None on a real board."""
+        return getattr(self.peer, "board", None)
 
     def close(self) -> None:
         try:
             self.barrier.close()
         finally:
-            if self.board is not None:
-                self.board.stop()
+            if self.peer is not None:
+                self.peer.stop()
 
     def __enter__(self) -> BarrierConnection:
         return self
@@ -46,85 +67,41 @@ def port_of(url: str) -> str:
     return url
 
 
-def _sim_options(url: str) -> dict[str, Any]:
-    """``sim?speed=10&seed=3&watchdog_ms=1000`` → SimBoard keyword arguments."""
-    _, _, query = url.partition("?")
-    options: dict[str, Any] = {}
-    for key, values in parse_qs(query, strict_parsing=bool(query)).items():
-        value = values[-1]
-        if key == "speed":
-            options["speed"] = float(value)
-        elif key in ("seed", "watchdog_ms", "address"):
-            options[key] = int(value)
-        else:
-            raise ValueError(f"unknown sim option {key!r} in {url!r}")
-    return options
+def board_backends() -> dict[str, Any]:
+    """Registered board backends by name (entry points of group ``egate.boards``)."""
+    return {ep.name: ep for ep in entry_points(group=BOARD_BACKENDS)}
 
 
-def connect_barrier(url: str, link: BarrierLink | None = None, *, logger: Any = None,
-                    sim_options: dict[str, Any] | None = None) -> BarrierConnection:
+def backend_options(url: str) -> tuple[str, dict[str, str]]:
+    """``sim?speed=10&seed=3`` → ("sim", {"speed": "10", "seed": "3"})."""
+    name, _, query = url.partition("?")
+    options = {k: v[-1] for k, v in parse_qs(query, strict_parsing=bool(query)).items()}
+    return name, options
+
+
+def connect_barrier(url: str, link: BarrierLink | None = None, *,
+                    logger: Any = None) -> BarrierConnection:
     """Open the barrier named by ``url`` and start its driver (link up, or retrying)."""
-    from hardware.barrier.driver import SerialBarrier
+    from hardware.barrier.linkproc import ProcessBarrier
 
     link = link if link is not None else BarrierLink()
-    board = None
-    if url == SIM_SCHEME or url.startswith(SIM_SCHEME + "?"):
-        from sim.board import SimBoard
-
-        options = {"address": link.address, **_sim_options(url), **(sim_options or {})}
-        board = SimBoard(**options)
-        port = board.start()
+    name, options = backend_options(url)
+    peer = None
+    backend = board_backends().get(name) if "/" not in name and ":" not in name else None
+    if backend is not None:
+        peer = backend.load()(address=link.address, **options)
+        port = peer.port
     else:
         port = port_of(url)
     try:
-        barrier = SerialBarrier(
+        barrier = ProcessBarrier(
             port, address=link.address, reply_timeout_s=link.reply_timeout_s,
             retries=link.retries, poll_interval_s=link.poll_interval_s,
             watchdog_ms=link.watchdog_ms or None, logger=logger)
         barrier.start()
     except BaseException:
-        if board is not None:
+        if peer is not None:
             with contextlib.suppress(Exception):
-                board.stop()
+                peer.stop()
         raise
-    return BarrierConnection(barrier, board)
-
-
-def connect_lane_barrier(config: LaneConfig, *, logger: Any = None) -> BarrierConnection:
-    return connect_barrier(config.devices.barrier, config.barrier, logger=logger)
-
-
-@dataclass
-class RunningLane:
-    """A started lane and the barrier connection it runs on; ``stop()`` ends both."""
-
-    lane: Any  # gate.lane.Lane (typed loosely: this module must not import the lane eagerly)
-    connection: BarrierConnection
-
-    def stop(self) -> None:
-        try:
-            self.lane.stop()
-        finally:
-            self.connection.close()
-
-    def __enter__(self) -> RunningLane:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def start_lane(config: LaneConfig, document_check: Any, face_capture: Any, face_verifier: Any,
-               *, logger: Any = None) -> RunningLane:
-    """Connect the configured barrier, build the lane on it and start its owner thread."""
-    from gate.lane import Lane
-
-    connection = connect_lane_barrier(config, logger=logger)
-    try:
-        lane = Lane(connection.barrier, document_check, face_capture, face_verifier, config,
-                    logger=logger)
-        lane.start()
-    except BaseException:
-        connection.close()
-        raise
-    return RunningLane(lane, connection)
+    return BarrierConnection(barrier, peer)

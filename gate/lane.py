@@ -40,7 +40,6 @@ from gate.stages import (
     FaceVerifier,
     MatchDecision,
 )
-from hardware.device import DeviceHealth
 from hardware.barrier.api import (
     Barrier,
     BarrierError,
@@ -59,6 +58,7 @@ from hardware.barrier.protocol import (
     Side,
     Signal,
 )
+from hardware.device import DeviceHealth
 
 # ------------------------------------------------------------------ the machine, as data
 

@@ -343,6 +343,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM; the first stdout line is the stream URL."""
+    # Load every photo now: a first load costs ~1.5 s (the package lookup), which would
+    # freeze the live stream the moment a new traveller is shown.
+    loaded = [someone.photo.shape for someone in people()]
+    del loaded
     try:
         feed = CameraFeed(fps=args.fps, speed=args.speed, quality=args.quality,
                           scene=args.scene, person_id=args.person, seed=args.seed)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from gate.commands import sim as sim_command
+from gate.simlane.peers import PeerOptions, SimLaneDevices
 from gate.simlane.runner import RigOptions, SimLaneRig, run_scenario, run_suite
 from gate.simlane.scenario import (
     ScenarioError,
@@ -27,7 +28,6 @@ from gate.simlane.scenario import (
     shipped_names,
     shipped_scenarios,
 )
-from gate.simlane.stages import LaneStages, StageOptions
 from gate.simlane.stream import parse_mix, run_stream
 
 REQUIRED = {"genuine", "impostor", "expired", "minor", "stolen", "unreadable", "tailgater",
@@ -36,8 +36,10 @@ REQUIRED = {"genuine", "impostor", "expired", "minor", "stolen", "unreadable", "
 
 
 @pytest.fixture(scope="module")
-def stages() -> LaneStages:
-    return LaneStages(StageOptions(gpu="off"))
+def stages() -> Iterator[SimLaneDevices]:
+    """The camera and reader peers (own processes) and the stages, shared by the module."""
+    with SimLaneDevices(PeerOptions(gpu="off", speed=10)) as devices:
+        yield devices
 
 
 def _gate_sim(argv: list[str]) -> argparse.Namespace:
@@ -88,7 +90,7 @@ def test_unknown_and_broken_files(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("speed", [1.0, 10.0])
-def test_every_shipped_scenario_ends_as_its_file_expects(stages: LaneStages, speed: float
+def test_every_shipped_scenario_ends_as_its_file_expects(stages: SimLaneDevices, speed: float
                                                          ) -> None:
     """The suite of ``gate sim --scenario all``: at speed 1 as the README's main command runs
     it (real door timings), and at speed 10 as long streams run it."""
@@ -108,7 +110,7 @@ def test_every_shipped_scenario_ends_as_its_file_expects(stages: LaneStages, spe
     assert genuine.to_exit_open_ms is not None and record.system_ms > 0
     assert by_name["impostor"].records[0].stages["verify"]["match"] is False
     kinds = {e.kind for e in genuine.timeline}
-    assert {"lane", "board", "stage", "outcome"} <= kinds
+    assert {"lane", "board", "reader", "stage", "outcome"} <= kinds
     texts = [e.text for e in genuine.timeline]
     assert "EXIT door OPEN" in texts and "zone count 1" in texts
     assert any(t.startswith("unplug") for t in (e.text for e in by_name["cable_pulled"].timeline))
@@ -119,7 +121,7 @@ def test_every_shipped_scenario_ends_as_its_file_expects(stages: LaneStages, spe
 
 
 @pytest.mark.timeout(60)
-def test_a_wrong_expectation_fails_the_run(stages: LaneStages, tmp_path: Path) -> None:
+def test_a_wrong_expectation_fails_the_run(stages: SimLaneDevices, tmp_path: Path) -> None:
     text = (Path(str(find_scenario("expired").source)).read_text(encoding="utf-8")
             .replace('outcome = "DOCUMENT_REJECTED"', 'outcome = "PASSED"'))
     path = tmp_path / "expired_but_hoped.toml"
@@ -158,8 +160,8 @@ def test_gate_sim_json_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixt
 
     # the stages take a lane's own [document] / [face] settings
     lane = tmp_path / "lane.toml"
-    lane.write_text('[lane]\nid = "lane-9"\n[document]\nnationalities = ["XXA"]\n'
-                    '[face]\ncamera = "camera:7"\n', encoding="utf-8")
+    lane.write_text('[lane]\nid = "lane-9"\n[devices]\ncamera = "sim"\n'
+                    '[document]\nnationalities = ["XXA"]\n', encoding="utf-8")
     args = _gate_sim(["--scenario", "expired", "--speed", "10", "--json", "--gpu", "off",
                       "--config", str(lane)])
     assert sim_command.run_lane(args) == 0
@@ -212,7 +214,7 @@ def test_mix_parsing() -> None:
 
 
 @pytest.mark.timeout(120)
-def test_a_stream_of_travellers(stages: LaneStages) -> None:
+def test_a_stream_of_travellers(stages: SimLaneDevices) -> None:
     report = run_stream(stages, 8, RigOptions(speed=10, seed=3),
                         parse_mix("genuine=5,impostor=1,expired=1,board_reboot=1"))
     figures = report.figures()
@@ -225,41 +227,27 @@ def test_a_stream_of_travellers(stages: LaneStages) -> None:
         assert figures["system_ms_p50"] is not None and figures["system_ms_p50"] > 0
 
 
-@pytest.mark.timeout(90)
-def test_mixed_mode_with_page_images_and_a_camera_file(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """``--documents FOLDER`` and ``--camera file:...`` stand in for a real reader and camera."""
-    import cv2
-    import numpy as np
+@pytest.mark.timeout(120)
+def test_mixed_mode_with_a_camera_the_runner_does_not_own(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``--camera URL`` is a real camera as far as the lane knows: here a separately
+    started ``gate sim camera`` showing the traveller, which the runner cannot stage."""
+    from peers import Peer
 
-    from gate.simlane.scenario import TravellerSpec
-    from gate.simlane.stages import render_document
-    from sim.camera import SimCamera
-
-    pages = tmp_path / "pages"
-    pages.mkdir()
-    image, _ = render_document(TravellerSpec(person="tom"), np.random.default_rng(5))
-    cv2.imwrite(str(pages / "page1.png"), image)
-    clip = tmp_path / "lane.avi"
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"MJPG"), 15.0, (1280, 720))
-    camera = SimCamera("approach", person_id="tom")
-    for _ in range(40):
-        ok, frame = camera.read()
-        assert ok and frame is not None
-        writer.write(frame)
-    writer.release()
-    args = _gate_sim(["--scenario", "genuine", "--speed", "10", "--json", "--gpu", "off",
-                      "--documents", str(pages), "--camera", f"file:{clip}"])
-    assert sim_command.run_lane(args) == 0, capsys.readouterr().out
+    camera = Peer(["camera", "--scene", "approach", "--person", "astronaut"])
+    try:
+        args = _gate_sim(["--scenario", "genuine", "--speed", "10", "--json", "--gpu", "off",
+                          "--camera", camera.address])
+        assert sim_command.run_lane(args) == 0, capsys.readouterr().out
+    finally:
+        camera.stop()
     record = json.loads(capsys.readouterr().out)
     passage = record["scenarios"][0]["passages"][0]
     assert passage["outcome"] == "PASSED"
     assert passage["stages"]["verify"]["match"] is True
 
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    assert sim_command.run_lane(_gate_sim(["--documents", str(empty), "--gpu", "off"])) == 2
-    assert "no page images" in capsys.readouterr().err
+    assert sim_command.run_lane(_gate_sim(["--camera", "nonsense:7", "--gpu", "off"])) == 2
+    assert "nonsense" in capsys.readouterr().err
 
 
 def test_a_portrait_only_the_document_detector_finds_still_verifies(tmp_path: Path) -> None:

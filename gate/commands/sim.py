@@ -6,15 +6,21 @@ can point the production driver at it::
 
     path=$(gate sim board --speed 5 --travellers 3 | head -1)
 
-``gate sim`` itself runs a whole lane — the simulated board on a pty, the real driver, the
-lane machine, the real document and face stages — through scenarios shipped as data
-(``gate/scenarios/*.toml``)::
+``gate sim camera`` and ``gate sim reader`` serve the simulated lane camera and the
+document camera over the reader's glass as MJPEG on 127.0.0.1 and print their URL on the
+first line the same way; ``gate run`` drives a lane on all three, as on real devices.
+
+``gate sim`` itself runs the lane service ``gate run`` runs — the board link in its own
+process, the lane camera and the document reader on their simulated peers (each in a
+process of its own), the real document and face stages — through scenarios shipped as
+data (``gate/scenarios/*.toml``)::
 
     gate sim                          # the genuine traveller
     gate sim --scenario all           # every shipped scenario; exit 0 only if all end as expected
     gate sim --scenario tailgater --json
     gate sim --passages 1000 --speed 10 --mix genuine=80,impostor=10,faults=10
     gate sim --barrier /dev/ttyUSB0   # mixed mode: a real board, simulated reader and camera
+    gate sim --config lane.toml       # mixed mode: the file's real devices, peers for the rest
 """
 
 from __future__ import annotations
@@ -91,15 +97,15 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--barrier", metavar="PORT",
                         help="use the board at PORT (device path, pty or pyserial URL) with the "
                              "real driver; its own sensors report the traveller")
-    parser.add_argument("--camera", metavar="SRC",
-                        help="a real camera for the face stage: index, file or RTSP URL")
-    parser.add_argument("--documents", metavar="FOLDER",
-                        help="page images presented by the document reader, one per passage")
+    parser.add_argument("--camera", metavar="URL",
+                        help="a real lane camera: index, /dev/videoN, rtsp://, http:// MJPEG")
+    parser.add_argument("--documents", metavar="URL",
+                        help="a real document reader: a document camera's URL or folder:/path")
     parser.add_argument("--gpu", choices=("required", "preferred", "off"), default="preferred",
                         help="the face stage's GPU policy (default preferred)")
     parser.add_argument("--config", metavar="LANE.toml",
-                        help="take the [document] and [face] settings from a lane's "
-                             "configuration file (the camera stays simulated unless --camera)")
+                        help="a lane's configuration: its [document] and [face] settings, and "
+                             "its [devices] that are not \"sim\" or empty are used as real")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random travellers")
     parser.add_argument("--quiet", action="store_true", help="outcomes only, no timelines")
     parser.add_argument("--log-level", default="WARNING",
@@ -136,6 +142,22 @@ def add_parser(sub: Any) -> None:
                        help="also write the closing JSON figures (max request gap, requests, "
                             "watchdog trips) to FILE at exit, for benchmarks")
     board.set_defaults(func=run_board)
+
+    from sim import camera_server, reader_server
+
+    camera = targets.add_parser(
+        "camera", help="serve the simulated lane camera as MJPEG over HTTP",
+        description="Serve the simulated lane camera (MJPEG over HTTP on 127.0.0.1). The "
+                    "stream URL is printed alone on the first line of stdout.")
+    camera_server.add_arguments(camera)
+    camera.set_defaults(func=camera_server.run)
+    reader = targets.add_parser(
+        "reader", help="serve the simulated document camera (the reader's glass) as MJPEG",
+        description="Serve the simulated document camera looking at the reader's glass "
+                    "(MJPEG over HTTP on 127.0.0.1). The stream URL is printed alone on the "
+                    "first line of stdout.")
+    reader_server.add_arguments(reader)
+    reader.set_defaults(func=reader_server.run)
 
 
 def _print_event(event: BoardEvent) -> None:
@@ -309,25 +331,38 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
-def _stage_sections(path: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A lane file's [document] and [face] sections (``ConfigError`` is a ``ValueError``)."""
-    if not path:
-        return {}, {}
-    from gate.config import load_config
+def _is_simulated(url: str) -> bool:
+    return not url or url == "sim" or url.startswith("sim?")
 
-    config = load_config(path)
-    face = dict(config.sections.get("face", {}))
-    face.pop("camera", None)  # the scenario's traveller is shown by the simulated camera
-    return dict(config.sections.get("document", {})), face
+
+def _lane_file(args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
+    """The peers' options from ``--config`` and the device flags (flags win): a device
+    URL that is empty or ``sim`` gets a simulated peer, any other is used as real."""
+    from gate.config import LaneConfig, load_config
+    from gate.simlane.peers import PeerOptions
+
+    config = load_config(args.config) if args.config else LaneConfig()
+    devices = {"barrier": args.barrier or "", "camera": args.camera or "",
+               "documents": args.documents or ""}
+    for name in devices:
+        from_file = getattr(config.devices, name)
+        if not devices[name] and not _is_simulated(from_file):
+            devices[name] = from_file
+    options = PeerOptions(speed=args.speed, gpu=args.gpu, camera=devices["camera"],
+                          documents=devices["documents"],
+                          document=dict(config.sections.get("document", {})),
+                          face=dict(config.sections.get("face", {})))
+    return options, devices
 
 
 def run_lane(args: argparse.Namespace) -> int:
     """``gate sim``: scenarios (or a stream) on a complete simulated lane."""
+    from gate.config import ConfigError
     from gate.logsetup import configure_logging
-    from gate.simlane.runner import RigOptions, run_suite
+    from gate.simlane.peers import SimLaneDevices, StagesUnavailable
+    from gate.simlane.runner import RigOptions
     from gate.simlane.scenario import ScenarioError, find_scenario, shipped_names
-    from gate.simlane.stages import LaneStages, StageOptions, StagesUnavailable
-    from gate.simlane.stream import parse_mix, run_stream
+    from gate.simlane.stream import parse_mix
 
     out = sys.stdout
     if args.list:
@@ -346,14 +381,23 @@ def run_lane(args: argparse.Namespace) -> int:
     except (ScenarioError, ValueError) as exc:
         print(f"gate sim: {exc}", file=sys.stderr)
         return 2
-    options = RigOptions(speed=args.speed, barrier=args.barrier, seed=args.seed)
     try:
-        document, face = _stage_sections(args.config)
-        stages = LaneStages(StageOptions(camera=args.camera, documents=args.documents,
-                                         gpu=args.gpu, document=document, face=face))
-    except (StagesUnavailable, ValueError) as exc:
+        peer_options, devices = _lane_file(args)
+        sim_devices = SimLaneDevices(peer_options)
+    except (StagesUnavailable, ConfigError, ValueError, OSError) as exc:
         print(f"gate sim: {exc}", file=sys.stderr)
         return 2
+    options = RigOptions(speed=args.speed, barrier=devices["barrier"] or None, seed=args.seed)
+    with sim_devices:
+        return _run_lane(args, sim_devices, scenarios, mix, options, out)
+
+
+def _run_lane(args: argparse.Namespace, stages: Any, scenarios: Any, mix: Any,
+              options: Any, out: TextIO) -> int:
+    """The suite or the stream on ``stages`` (a :class:`gate.simlane.peers.SimLaneDevices`)."""
+    from gate.simlane.runner import run_suite
+    from gate.simlane.stream import run_stream
+
     try:
         if args.passages:
             def progress(i: int, result: Any) -> None:

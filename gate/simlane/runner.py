@@ -1,15 +1,17 @@
-"""A complete lane in simulation: the board on a pty, the real driver, the lane, the real stages.
+"""A complete lane in simulation: simulated devices as peers, the real lane service on them.
 
-:class:`SimLaneRig` is one lane: a :class:`sim.board.SimBoard` served on a pseudo-terminal
-(or, in mixed mode, any board behind ``--barrier PORT``), the production
-:class:`hardware.barrier.driver.SerialBarrier` on that port, the production
-:class:`gate.lane.Lane`, and the stages of :mod:`gate.simlane.stages`. Everything the lane
-does is collected into one timeline: its state changes, the board's events as the driver
-delivered them, the faults applied, the stage results.
+:class:`SimLaneRig` is one lane: a :class:`sim.board.SimBoard` in a process of its own,
+served on a pseudo-terminal (or, in mixed mode, any board behind ``--barrier PORT``), and
+the production :class:`gate.service.LaneService` on it — the board link in its own
+process, the lane camera and the document reader on their peers
+(:mod:`gate.simlane.peers`), the real stages. Everything the lane does is collected into
+one timeline: its state changes, the board's events as the driver delivered them, the
+document reader's notices, the faults applied, the stage results.
 
 :func:`run_scenario` plays one :class:`~gate.simlane.scenario.Scenario` on a rig and checks
-its ending; :func:`run_suite` gives every scenario a fresh lane and board (sharing the stages,
-whose models load once), so one scenario's fault cannot leak into the next.
+its ending; :func:`run_suite` gives every scenario a fresh lane and board (sharing the
+camera and reader peers and the stages, whose models load once), so one scenario's fault
+cannot leak into the next.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from gate.config import LaneConfig, Timeouts
-from gate.devices import BarrierConnection, connect_barrier
-from gate.lane import IDLE, Lane, Outcome, PassageRecord, StateChange
+from gate.config import Devices, LaneConfig, Metrics, Timeouts
+from gate.lane import CLOSING_ENTRY, IDLE, READING_DOCUMENT, Outcome, PassageRecord, StateChange
+from gate.service import LaneParts, LaneService
+from gate.simlane.peers import SimLaneDevices
 from gate.simlane.scenario import Scenario
-from gate.simlane.stages import LaneStages
 from hardware.barrier.api import BarrierNotice, NoticeKind
 from hardware.barrier.protocol import Door, DoorState, EventCode
 from sim.faults import FaultPlan
@@ -115,12 +117,12 @@ def describe_notice(notice: BarrierNotice) -> tuple[str, str] | None:
 
 
 class SimLaneRig:
-    """One lane on its board; ``close()`` stops the lane, the driver and the board."""
+    """One lane service on its board; ``close()`` stops the service and the board."""
 
-    def __init__(self, stages: LaneStages, options: RigOptions | None = None,
+    def __init__(self, devices: SimLaneDevices, options: RigOptions | None = None,
                  timeouts: Mapping[str, float] | None = None) -> None:
-        self.options = options or RigOptions()
-        self.stages = stages
+        self.options = options = options or RigOptions()
+        self.devices = devices
         self._lock = threading.Lock()
         self.timeline: list[TimelineEntry] = []
         self.records: list[PassageRecord] = []
@@ -129,24 +131,35 @@ class SimLaneRig:
         #: called with each state change of the run in progress (it arms timed faults)
         self.run_hook: Callable[[StateChange], None] | None = None
         base = replace(SIM_TIMEOUTS, **dict(timeouts or {}))
-        config = LaneConfig(lane_id=self.options.lane_id, timeouts=base)
-        if self.options.barrier:
-            self.connection: BarrierConnection = connect_barrier(self.options.barrier)
-        else:
-            self.connection = connect_barrier(
-                "sim", sim_options={"speed": self.options.speed, "seed": self.options.seed})
-        self.board: Any = self.connection.board  # sim.board.SimBoard, or None in mixed mode
-        self.barrier = self.connection.barrier
+        barrier = options.barrier or f"sim?speed={options.speed:g}&seed={options.seed}"
+        config = devices.config_for(LaneConfig(
+            lane_id=options.lane_id, devices=Devices(barrier=barrier), timeouts=base,
+            metrics=Metrics(listen="")))
+        self.service = LaneService(
+            config, LaneParts(camera=devices.camera, reader=devices.reader,
+                              stages=devices.stages), cases=False, metrics=False)
+        self.service.start()
         try:
-            self.lane = Lane(self.barrier, stages.document_check, stages.face_capture,
-                             stages.face_verifier, config)
+            assert self.service.lane is not None and self.service.barrier is not None
+            self.lane = self.service.lane
+            self.barrier = self.service.barrier
+            connection = self.service.connection
+            #: the simulated board's control side (another process), or None in mixed mode
+            self.board: Any = connection.board if connection is not None else None
             self.barrier.subscribe(self._on_notice)
             self.lane.subscribe(self._on_record)
             self.lane.subscribe_states(self._on_change)
-            self.lane.start()
+            devices.reader.subscribe(self._on_reader)
         except BaseException:
-            self.connection.close()
+            self.service.stop(drain_s=0.0)
             raise
+
+    @property
+    def board_port(self) -> str:
+        """Where the driver reaches the board (the simulated board's pty, or the port)."""
+        connection = self.service.connection
+        peer = getattr(connection, "peer", None)
+        return str(getattr(peer, "port", None) or self.options.barrier or "")
 
     # ------------------------------------------------------------ collecting
 
@@ -164,6 +177,12 @@ class SimLaneRig:
             with self._lock:
                 self.exit_open_at.append(time.monotonic())
         self.note(*described, passage=self.lane.passage_id)
+
+    def _on_reader(self, notice: Any) -> None:
+        kind = getattr(notice.kind, "value", str(notice.kind)).lower()
+        frames = len(notice.placement.frames) if notice.placement is not None else 0
+        self.note("reader", f"document {kind}" + (f" ({frames} frames)" if frames else ""),
+                  passage=self.lane.passage_id)
 
     def _on_record(self, record: PassageRecord) -> None:
         with self._lock:
@@ -189,6 +208,7 @@ class SimLaneRig:
 
     def restore_board(self) -> None:
         """After a run that went wrong: undo every fault a scenario may have left behind."""
+        self.devices.restore()
         board = self.board
         if board is None:
             return
@@ -209,10 +229,9 @@ class SimLaneRig:
         return self.lane.wait_for_state(IDLE, timeout=timeout)
 
     def close(self) -> None:
-        try:
-            self.lane.stop()
-        finally:
-            self.connection.close()
+        with contextlib.suppress(Exception):
+            self.devices.reader.unsubscribe(self._on_reader)
+        self.service.stop(drain_s=0.0)
 
     def __enter__(self) -> SimLaneRig:
         return self
@@ -286,12 +305,23 @@ def run_scenario(rig: SimLaneRig, scenario: Scenario, *, seed: int = 0,
     for timed in scenario.faults:
         pending.setdefault(timed.when, []).append(timed.step)
     schedule = _Schedule(rig, pending)
-    rig.run_hook = schedule.on_change
+    spec = scenario.traveller
+    devices = rig.devices
+    shown = threading.Event()
+
+    def on_change(change: StateChange) -> None:
+        if change.source == READING_DOCUMENT:
+            devices.take_document()  # the traveller picks the document up again
+        if change.dest == CLOSING_ENTRY and not shown.is_set():
+            shown.set()  # inside the zone now: what the lane camera sees of them
+            devices.show(spec.camera, spec.person, seed)
+        schedule.on_change(change)
+
+    rig.run_hook = on_change
     try:
-        spec = scenario.traveller
         result.traveller = (f"{spec.person} {spec.document} seed {spec.seed}/{seed}"
                             + (f" portrait of {spec.portrait_of}" if spec.portrait_of else ""))
-        pages = rig.stages.present(spec, seed)
+        devices.empty_lane()
         result.started = time.monotonic()
         rig.note("runner", f"scenario {scenario.name}{speed_note}: document {spec.document}"
                  f"{' (' + spec.defect + ')' if spec.defect else ''}, page {spec.condition}, "
@@ -300,10 +330,12 @@ def run_scenario(rig: SimLaneRig, scenario: Scenario, *, seed: int = 0,
             board.add_traveller(TravellerBehaviour(spec.board, walk_s=spec.walk_s,
                                                    hesitate_s=spec.hesitate_s))
         schedule.arm("start")
-        rig.lane.present_document(pages)
+        devices.lay_document(spec, seed)
         _wait_until_settled(rig, scenario, schedule, result.started)
     finally:
         rig.run_hook = None
+        devices.take_document()
+        devices.empty_lane()
     result.duration_s = time.monotonic() - result.started
     with rig._lock:
         result.records = list(rig.records)
@@ -479,15 +511,16 @@ class SuiteResult:
                 "scenarios": [r.to_json() for r in self.results]}
 
 
-def run_suite(stages: LaneStages, scenarios: Sequence[Scenario], options: RigOptions,
+def run_suite(devices: SimLaneDevices, scenarios: Sequence[Scenario], options: RigOptions,
               on_result: Callable[[ScenarioResult], None] | None = None) -> SuiteResult:
-    """Each scenario on a fresh lane and board; the stages (and their models) are shared."""
+    """Each scenario on a fresh lane and board; the device peers and the stages (and their
+    models) are shared."""
     t0 = time.monotonic()
     results: list[ScenarioResult] = []
     note = f" at speed {options.speed:g}" if options.speed != 1 else ""
     for i, scenario in enumerate(scenarios):
         try:
-            rig = SimLaneRig(stages, replace(options, seed=options.seed + i), scenario.timeouts)
+            rig = SimLaneRig(devices, replace(options, seed=options.seed + i), scenario.timeouts)
         except Exception as exc:  # a port that is not there: a named failure, not a trace
             result = ScenarioResult(scenario.name, scenario.description, ok=False)
             result.checks.append(Check("lane started", False, f"{type(exc).__name__}: {exc}"))
@@ -512,4 +545,4 @@ def run_suite(stages: LaneStages, scenarios: Sequence[Scenario], options: RigOpt
         results.append(result)
         if on_result is not None:
             on_result(result)
-    return SuiteResult(results, time.monotonic() - t0, options.speed, stages.provider)
+    return SuiteResult(results, time.monotonic() - t0, options.speed, devices.provider)

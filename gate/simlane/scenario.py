@@ -40,8 +40,6 @@ from gate.lane import STATES, Outcome
 from sim.faults import FaultPlanError, FaultStep
 from sim.traveller import KINDS
 
-#: Page conditions: every capture degradation of sim.documents, plus pages no reader can use.
-UNREADABLE_CONDITIONS = ("smeared", "covered")
 DEFECTS = ("", "bad_check", "expired", "minor", "unknown_state", "stolen")
 MRZ_TYPES = ("TD3", "TD2", "TD1")
 #: Fault steps start their clock at the document being placed ("start") or at a lane state.
@@ -53,9 +51,10 @@ class ScenarioError(ValueError):
 
 
 def _conditions() -> tuple[str, ...]:
-    from sim.documents import CONDITIONS
+    """Every capture degradation of sim.documents, plus pages no reader can use."""
+    from sim.documents import PAGE_CONDITIONS
 
-    return (*CONDITIONS, *UNREADABLE_CONDITIONS)
+    return tuple(PAGE_CONDITIONS)
 
 
 def _scenes() -> tuple[str, ...]:

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from gate.lane import IDLE
+from gate.simlane.peers import SimLaneDevices
 from gate.simlane.runner import Check, RigOptions, ScenarioResult, SimLaneRig, run_scenario
 from gate.simlane.scenario import Scenario, ScenarioError, find_scenario
-from gate.simlane.stages import LaneStages
 
 #: The default mix: mostly genuine travellers, the rest spread over refusals and faults.
 DEFAULT_MIX: dict[str, float] = {
@@ -171,7 +171,7 @@ class StreamReport:
         }
 
 
-def run_stream(stages: LaneStages, passages: int, options: RigOptions,
+def run_stream(devices: SimLaneDevices, passages: int, options: RigOptions,
                mix: Mapping[str, float] | None = None,
                on_result: Callable[[int, ScenarioResult], None] | None = None) -> StreamReport:
     """``passages`` random travellers through one lane; see the module docstring."""
@@ -182,7 +182,7 @@ def run_stream(stages: LaneStages, passages: int, options: RigOptions,
     outcomes: Counter[str] = Counter()
     failed: list[ScenarioResult] = []
     report = StreamReport(passages, options.speed, 0.0, outcomes, failed, 0, [], [],
-                          provider=stages.provider, mix=weights)
+                          provider=devices.provider, mix=weights)
     # Memory is compared from the end of the warm-up: models' arenas, caches and the lane's
     # own window of recent passage records (100, with their evidence) fill up first.
     warmup = max(1, min(150, passages // 5))
@@ -192,7 +192,7 @@ def run_stream(stages: LaneStages, passages: int, options: RigOptions,
     for scenario in catalogue.values():
         for key, value in scenario.timeouts.items():
             timeouts[key] = min(value, timeouts.get(key, value))
-    with SimLaneRig(stages, options, timeouts) as rig:
+    with SimLaneRig(devices, options, timeouts) as rig:
         if not rig.wait_idle(timeout=20.0):
             raise RuntimeError(f"the lane did not become idle (state {rig.lane.state})")
         t0 = time.monotonic()
