@@ -115,7 +115,7 @@ class LaneConfig:
     cases: Cases = field(default_factory=Cases)
     metrics: Metrics = field(default_factory=Metrics)
     #: keys the file left out, as "[section] key" (the service logs the defaults it took)
-    defaulted: tuple[str, ...] = ()
+    defaulted: tuple[str, ...] = field(default=(), compare=False)
     sections: Mapping[str, Mapping[str, Any]] = field(
         default_factory=lambda: MappingProxyType({}))
     source: str = ""  # the file it came from, for messages

@@ -220,8 +220,11 @@ class LaneService:
         if self._given.barrier is not None:
             self.barrier = self._given.barrier
         else:
-            connection = self.connection = connect_barrier(config.devices.barrier,
-                                                           config.barrier)
+            try:
+                connection = self.connection = connect_barrier(config.devices.barrier,
+                                                               config.barrier)
+            except ValueError as exc:  # a backend's unknown option, a malformed URL
+                raise ConfigError(f"{config.source}: [devices] barrier: {exc}") from exc
             self._owned.append(connection.close)
             self.barrier = connection.barrier
         self._lamps_out_of_service()

@@ -19,6 +19,7 @@ from foreign_board import EV_BEAMS, ForeignBoard, ForeignFaults
 
 from hardware.barrier.api import BarrierNotice, CommandRejected, LinkDown, NoticeKind
 from hardware.barrier.driver import SerialBarrier, open_port
+from hardware.barrier.linkproc import ProcessBarrier
 from hardware.barrier.protocol import (
     Door,
     DoorAction,
@@ -335,7 +336,9 @@ def test_polls_keep_coming_while_callers_are_busy(tmp_path: Any) -> None:
     child.start()
     try:
         path = results.get(timeout=10)
-        driver = SerialBarrier(path, address=0x07, logger=QUIET_LOG)
+        # the product's link: the driver in a process of its own, so this process's
+        # GIL-bound stage cannot delay the poll (in-process it reached 0.25-0.35 s)
+        driver = ProcessBarrier(path, address=0x07, logger=QUIET_LOG)
         driver.start()
         assert driver.link_up
         t0 = time.monotonic()
@@ -369,11 +372,11 @@ def test_polls_keep_coming_while_callers_are_busy(tmp_path: Any) -> None:
     polls = [at for at, kind in seen if kind == MsgType.POLL]
     assert len(seen) > 20
     print("requests", len(seen), "polls", len(polls), "max gap", max_gap([at for at, _ in seen]),
-          "max poll gap", max_gap(polls), "driver", driver.stats)
+          "max poll gap", max_gap(polls), "driver", driver.link_stats())
     assert max_gap([at for at, _ in seen]) <= 0.25
     assert max_gap(polls) <= 0.25  # even a stream of commands does not push POLL out
     assert not [t for t in trip_times if t <= stop]
-    assert driver.stats.max_request_gap_s <= 0.25
+    assert driver.link_stats()["max_request_gap_s"] <= 0.25
 
 
 @pytest.mark.timeout(20)

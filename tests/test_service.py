@@ -246,6 +246,8 @@ def test_bad_configuration_is_one_line_and_exit_2(tmp_path: Path,
         ('[lane]\nid = "x"\n[timeouts]\nadmitting = nan\n', "finite"),
         ('[lane]\nid = "x"\n[barrier]\npoll_interval_s = 0.5\n', "poll_interval_s"),
         ("[lane\n", "not valid TOML"),
+        ('[lane]\nid = "x"\n[devices]\nbarrier = "sim?colour=red"\ncamera = "0"\n'
+         'documents = "1"\n', "unknown sim option"),
     ):
         bad.write_text(text)
         result = subprocess.run([*GATE, "run", "--config", str(bad)], capture_output=True,
@@ -306,5 +308,24 @@ def test_unplugging_each_device_and_back(tmp_path: Path, peers: dict[str, Peer],
         # and it still serves a traveller
         record = _pass_one(lane, peers, "astronaut", "approach")
         assert record["outcome"] == "PASSED", record
+        # the cable is pulled while a refused traveller is still inside: the officer's case
+        # was opened at the rejection and is not lost; the lane waits out of service
+        mark = lane.mark()
+        peers["camera"].post("/scene", {"scene": "approach", "person": "tom", "seed": 2})
+        peers["reader"].post("/place", {"person": "astronaut", "document": "TD3"})
+        lane.wait_for(lambda e: e.get("event") == "lane.transition"
+                      and e.get("source") == "reading_document", timeout=30, after=mark)
+        peers["reader"].post("/remove")
+        lane.wait_for(lambda e: e.get("event") == "lane.transition"
+                      and e.get("dest") == "rejected", timeout=60, after=mark)
+        peers["board"].kill()
+        lane.wait_for(lambda e: e.get("event") == "case_spooled", timeout=30, after=mark)
+        lane.wait_for(lambda e: e.get("event") == "lane.cause"
+                      and e.get("reason") == "LINK_DOWN", timeout=30, after=mark)
+        peers["board"].start()
+        lane.wait_for(idle, timeout=60, after=mark)
     finally:
         assert lane.stop() == 0
+    board = peers["board"]
+    board.stop()
+    assert board.last_json()["safety_violations"] == 0, board.last_json()

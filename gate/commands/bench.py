@@ -1,4 +1,4 @@
-"""``gate bench document|face``: benchmarks that print what they measured."""
+"""``gate bench document|face|lane|link``: benchmarks that print what they measured."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import Any
 BENCHES = {
     "document": "gate.document.bench",
     "face": "models.bench",
+    "lane": "gate.bench_lane",
+    "link": "hardware.barrier.bench_link",
 }
 
 

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"gate run: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except (ServiceError, OSError) as exc:
+    except (ServiceError, RuntimeError, OSError) as exc:  # a board backend that died, ...
         print(f"gate run: {exc}", file=sys.stderr)
         return EXIT_DEVICE
     service.run(stop, DRAIN_S if args.drain_s is None else args.drain_s)

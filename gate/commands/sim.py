@@ -310,6 +310,10 @@ def _print_stream(report: Any, out: TextIO) -> None:
           f"{f['physical_ms_p50']} ms", file=out)
     print(f"checks: unexpected endings {f['unexpected']}, stuck {f['stuck']}, unsafe door "
           f"actions {f['unsafe_door_actions']}, lane faults {f['lane_faults']}", file=out)
+    if f["board_max_request_gap_ms"] is not None:
+        print(f"board link, as the board saw it: longest gap between requests "
+              f"{f['board_max_request_gap_ms']} ms (contract 250 ms), watchdog trips "
+              f"{f['board_watchdog_trips']}", file=out)
     print(f"memory: {f['rss_after_warmup_mb']} MB after warm-up, {f['rss_end_mb']} MB at the "
           f"end ({f['rss_growth_mb']:+} MB); samples (passage: MB) "
           + ", ".join(f"{n}: {mb}" for n, mb in f["rss_samples_mb"]), file=out)

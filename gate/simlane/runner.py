@@ -362,11 +362,17 @@ def _wait_until_settled(rig: SimLaneRig, scenario: Scenario, schedule: _Schedule
     final = scenario.expect.final_state
     deadline = started + scenario.limit_s
     settled_since: float | None = None
+    camera_reset = False
     while time.monotonic() < deadline:
         time.sleep(0.02)
         with rig._lock:
             count = len(rig.records)
             refused = count > 0 and rig.records[0].outcome is Outcome.DOCUMENT_REJECTED
+        if count >= wanted and not camera_reset:
+            # the traveller is gone: the lane camera sees an empty lane again (a camera that
+            # failed under them is mended, as maintenance would; the lane recovers on its own)
+            rig.devices.empty_lane()
+            camera_reset = True
         _, _, inside, waiting = _board_counts(rig)
         if refused and waiting and rig.lane.state == IDLE:
             rig.send_queue_home()  # the traveller whose document was refused walks away

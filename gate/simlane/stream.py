@@ -119,6 +119,10 @@ class StreamReport:
     rss_samples: list[tuple[int, float]] = field(default_factory=list)  # (passage, MB)
     provider: str = ""
     mix: Mapping[str, float] = field(default_factory=dict)
+    #: measured by the board in its own process: the longest silence between two valid
+    #: requests while plugged in (the contract allows 250 ms), and its watchdog trips
+    board_max_gap_ms: float | None = None
+    board_watchdog_trips: int | None = None
 
     @property
     def per_hour(self) -> float:
@@ -160,6 +164,8 @@ class StreamReport:
             "rss_after_warmup_mb": r(self.rss_start_mb), "rss_end_mb": r(self.rss_end_mb),
             "rss_growth_mb": r(self.rss_growth_mb),
             "rss_samples_mb": [[n, round(mb, 1)] for n, mb in self.rss_samples],
+            "board_max_request_gap_ms": r(self.board_max_gap_ms),
+            "board_watchdog_trips": self.board_watchdog_trips,
             "face_provider": self.provider,
             "mix": {k: round(v, 3) for k, v in self.mix.items()},
             "failures": [{"scenario": f.scenario, "outcome": f.outcome,
@@ -236,6 +242,9 @@ def run_stream(devices: SimLaneDevices, passages: int, options: RigOptions,
         report.rss_samples.append((passages, report.rss_end_mb))
         if rig.board is not None:
             report.unsafe = list(rig.board.safety_violations)
+            snapshot = rig.board.snapshot()
+            report.board_max_gap_ms = snapshot.max_request_gap_s * 1000.0
+            report.board_watchdog_trips = snapshot.watchdog_trips
         report.lane_faults.extend(rig.lane.faults)
         if rig.lane.state != IDLE:
             rig.wait_idle(timeout=10.0)

@@ -209,7 +209,7 @@ def trial(mode: str, *, seconds: float, hogs: int, load: str,
     }
 
 
-def run(*, seconds: float, trials: int, hogs: int, load: str,
+def measure(*, seconds: float, trials: int, hogs: int, load: str,
         board_cmd: str = DEFAULT_BOARD_CMD) -> dict[str, Any]:
     """Alternate the two modes ``trials`` times each (so drift hits both alike)."""
     results: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
@@ -233,25 +233,33 @@ def run(*, seconds: float, trials: int, hogs: int, load: str,
             "board_cmd": board_cmd, "modes": summary}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m hardware.barrier.bench_link",
-        description="Longest silence an out-of-process board sees while this process holds "
-                    "the GIL: in-process driver thread vs link process.")
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="GIL load per trial")
     parser.add_argument("--trials", type=int, default=3, help="trials per mode")
     parser.add_argument("--hogs", type=int, default=2, help="CPU-bound processes beside")
     parser.add_argument("--load", choices=("sort", "regex", "onnx"), default="sort")
     parser.add_argument("--board-cmd", default=DEFAULT_BOARD_CMD,
                         help="command serving a board (see the module doc)")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     if args.seconds <= 0 or args.trials < 1:
-        parser.error("--seconds must be > 0 and --trials >= 1")
-    result = run(seconds=args.seconds, trials=args.trials, hogs=args.hogs, load=args.load,
-                 board_cmd=args.board_cmd)
+        print("--seconds must be > 0 and --trials >= 1", file=sys.stderr)
+        return 2
+    result = measure(seconds=args.seconds, trials=args.trials, hogs=args.hogs,
+                     load=args.load, board_cmd=args.board_cmd)
     json.dump(result, sys.stdout, indent=1)
     print()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m hardware.barrier.bench_link",
+        description="Longest silence an out-of-process board sees while this process holds "
+                    "the GIL: in-process driver thread vs link process.")
+    configure(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
