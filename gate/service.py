@@ -36,6 +36,7 @@ from gate.lane import IDLE, OUT_OF_SERVICE, Lane, StateChange
 from gate.stages import DocumentCheck, FaceCapture, FaceVerifier
 from hardware.barrier.api import Barrier, BarrierError
 from hardware.barrier.protocol import Side, Signal
+from hardware.camera.api import redact_url
 from hardware.device import DeviceHealth
 from hardware.docreader.api import ReaderNotice, ReaderNoticeKind
 
@@ -515,7 +516,7 @@ def check_lane(config: LaneConfig, timeout_s: float = 8.0) -> CheckReport:
         try:
             device.start()
             health = _wait_healthy(device, timeout_s)
-            add(CheckResult(name, health.ok, f"{url}: " + (
+            add(CheckResult(name, health.ok, f"{redact_url(url)}: " + (
                 "delivering" if health.ok else f"{health.reason} {health.detail}".strip())))
         finally:
             device.close()
@@ -527,24 +528,15 @@ def check_lane(config: LaneConfig, timeout_s: float = 8.0) -> CheckReport:
             Path(paths.store[len("sqlite:///"):]).parent.mkdir(mode=0o700, parents=True,
                                                              exist_ok=True)
         CaseStore(paths.store).close()
-        add(CheckResult("case store", True, _masked(paths.store)))
+        add(CheckResult("case store", True, redact_url(paths.store)))
     except Exception as exc:
-        add(CheckResult("case store", False, f"{_masked(paths.store)}: "
+        add(CheckResult("case store", False, f"{redact_url(paths.store)}: "
                         f"{type(exc).__name__}: {exc}"))
     key_ok = paths.key_file.exists() or not config.cases.key_file
     add(CheckResult("case key", key_ok, str(paths.key_file) + (
         "" if paths.key_file.exists() else " (created at the first start)" if key_ok
         else " does not exist")))
     return report
-
-
-def _masked(url: str) -> str:
-    """A store URL without its password, for output."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
-    return url
 
 
 __all__ = ["DRAIN_S", "CheckReport", "LaneParts", "LaneService", "ServiceError", "Stages",

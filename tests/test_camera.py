@@ -416,3 +416,14 @@ def test_face_capture_on_the_peer(model: DlibFaceModel, peers: Callable[..., Cam
     assert out.timings_ms["frames"] <= 1  # at most one in flight when it hung
     assert time.monotonic() - t < 5.0
     wait_for(lambda: cam.health.reason == CAMERA_STALLED, 5, "device says stalled too")
+
+
+def test_redacted_urls_keep_local_paths_whole() -> None:
+    """Credentials and query values go; a URL without a host part stays readable."""
+    from hardware.camera.api import redact_url
+
+    assert redact_url("rtsp://admin:secret@cam:554/s1?token=9") == "rtsp://***@cam:554/s1?…"
+    assert redact_url("postgresql://anna:pw@db/egate") == "postgresql://***@db/egate"
+    assert redact_url("sqlite:////var/lib/egate/review.sqlite3") == (
+        "sqlite:////var/lib/egate/review.sqlite3")
+    assert redact_url("file:///srv/clip.mp4?loop=1") == "file:///srv/clip.mp4?…"

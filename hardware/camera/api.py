@@ -50,10 +50,10 @@ def redact_url(url: str) -> str:
     Camera URLs carry credentials (``rtsp://admin:secret@cam/…``) and tokens in queries;
     logs leave the lane PC, so neither may appear in them.
     """
-    if "://" not in url:
+    parts = urlsplit(url)
+    if "://" not in url or not parts.netloc:  # a path, file:///…, sqlite:///…: no host part
         path, sep, _ = url.partition("?")
         return path + ("?…" if sep else "")
-    parts = urlsplit(url)
     host = parts.hostname or ""
     if parts.port is not None:
         host = f"{host}:{parts.port}"
