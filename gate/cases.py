@@ -106,13 +106,14 @@ class LaneCaseControl:
     def lane_states(self) -> dict[str, dict[str, Any]]:
         states: dict[str, dict[str, Any]] = {}
         for lane_id, lane in self._lanes.items():
-            status = lane.board_status
+            status = lane.barrier_state
             states[lane_id] = {
                 "state": lane.state,
                 "zone_count": status.zone_count if status else None,
                 "entry": status.entry.name if status else None,
                 "exit": status.exit.name if status else None,
-                "flags": str(status.flags.name or "") if status else None,
+                "flags": "|".join(sorted(c.value for c in status.conditions))
+                if status else None,
                 "link_up": lane.link_up,
             }
         return states

@@ -31,8 +31,7 @@ from gate.lane import LAMPS, MAINTENANCE, PassageRecord, StateChange
 from gate.simlane.peers import PeerOptions, SimLaneDevices, StagesUnavailable
 from gate.simlane.runner import RigOptions, SimLaneRig, describe_notice, run_scenario
 from gate.simlane.scenario import find_scenario, shipped_names
-from hardware.barrier.api import BarrierError, BarrierNotice
-from hardware.barrier.protocol import Beam, Flag, Side
+from hardware.barrier.api import BarrierError, BarrierNotice, BarrierState, Condition, Side
 from sim.faults import FaultPlan, FaultStep
 
 #: Faults a technician can inject on the simulated board: key -> (label, action, args).
@@ -200,14 +199,13 @@ class LaneConsole:
 # ------------------------------------------------------------------ the screen
 
 
-def _flags(flags: Flag) -> str:
-    names = [f.name for f in Flag if f and f in flags and f.name]
-    return " ".join(n for n in names if n) or "-"
+def _flags(state: BarrierState) -> str:
+    return " ".join(c.value for c in Condition if state.has(c)) or "-"
 
 
-def _beams(beams: Beam) -> str:
-    return "+".join(n for n, b in (("ENTRY", Beam.ENTRY), ("EXIT", Beam.EXIT)) if b in beams) \
-        or "clear"
+def _beams(state: BarrierState) -> str:
+    return "+".join(n for n, on in (("ENTRY", state.entry_beam), ("EXIT", state.exit_beam))
+                    if on) or "clear"
 
 
 class Screen:
@@ -226,7 +224,7 @@ class Screen:
         rig = c.rig
         win.erase()
         h, _ = win.getmaxyx()
-        status = rig.barrier.status
+        status = rig.barrier.state
         where = (f"simulated board {rig.board_port}" if rig.board is not None
                  else f"board {rig.board_port}")
         self.put(win, 0, 0, f"e-gate maintenance console - lane {rig.lane.lane_id} on {where}",
@@ -237,8 +235,8 @@ class Screen:
                             f"{'   busy: ' + c.busy if c.busy else ''}")
         if status is not None:
             self.put(win, 2, 0, f"Doors: ENTRY {status.entry.name:<8} EXIT {status.exit.name:<8}"
-                                f"  Beams: {_beams(status.beams):<12} Zone: {status.zone_count}")
-            self.put(win, 3, 0, f"Flags: {_flags(status.flags)}")
+                                f"  Beams: {_beams(status):<12} Zone: {status.zone_count}")
+            self.put(win, 3, 0, f"Flags: {_flags(status)}")
         else:
             self.put(win, 2, 0, "Doors: unknown (no status from the board)")
         if rig.board is not None:

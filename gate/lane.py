@@ -44,19 +44,19 @@ from hardware.barrier.api import (
     Barrier,
     BarrierError,
     BarrierNotice,
+    BarrierState,
+    BoardChange,
+    BoardRestarted,
     CommandRejected,
-    NoticeKind,
-)
-from hardware.barrier.protocol import (
-    Beam,
-    BoardStatus,
+    Condition,
     Door,
     DoorAction,
     DoorState,
-    EventCode,
-    Flag,
+    LinkLost,
+    LinkRestored,
     Side,
     Signal,
+    ZoneCounted,
 )
 from hardware.device import DeviceHealth
 
@@ -219,7 +219,6 @@ LAMPS: dict[str, tuple[Signal, Signal]] = {
     FAULT: (S.OFFICER_CALLED, S.OUT_OF_SERVICE),
 }
 
-_BEAM_OF = {Door.ENTRY: Beam.ENTRY, Door.EXIT: Beam.EXIT}
 _OTHER = {Door.ENTRY: Door.EXIT, Door.EXIT: Door.ENTRY}
 #: A door command that produced no state change is retried after this long.
 _DOOR_COMMAND_RETRY_S = 1.5
@@ -606,9 +605,9 @@ class Lane:
         self._rejection_handlers.append(handler)
 
     @property
-    def board_status(self) -> BoardStatus | None:
+    def barrier_state(self) -> BarrierState | None:
         """The driver's latest picture of the board (for dashboards and the review)."""
-        return self._barrier.status
+        return self._barrier.state
 
     @property
     def link_up(self) -> bool:
@@ -694,20 +693,18 @@ class Lane:
             self._log.info("lane.guidance", message=item.message, passage=item.passage_id)
 
     def _on_notice(self, notice: BarrierNotice) -> None:
-        if notice.kind is NoticeKind.EVENT and notice.event is not None:
-            event = notice.event
-            self._log.debug("lane.board_event", code=event.code_name, arg=event.arg,
-                            event_id=event.event_id)
-            if event.code == EventCode.ZONE_COUNT and self._passage is not None:
-                self._passage.max_zone = max(self._passage.max_zone, event.arg)
-                if event.arg > 1 and self.state in PRE_RELEASE_STATES:
-                    self._passage.tailgating_seen = True
-                if event.arg != 1:
-                    self._zone_changed_under_capture(self._passage)
-        elif notice.kind is NoticeKind.BOARD_RESTARTED:
+        if isinstance(notice, BoardChange):
+            self._log.debug("lane.board_change", change=notice.describe())
+        if isinstance(notice, ZoneCounted) and self._passage is not None:
+            self._passage.max_zone = max(self._passage.max_zone, notice.count)
+            if notice.count > 1 and self.state in PRE_RELEASE_STATES:
+                self._passage.tailgating_seen = True
+            if notice.count != 1:
+                self._zone_changed_under_capture(self._passage)
+        elif isinstance(notice, BoardRestarted):
             self._board_lost_its_mind(notice.detail or "BOARD_RESTARTED")
-        elif notice.kind in (NoticeKind.LINK_DOWN, NoticeKind.LINK_UP):
-            self._log.info("lane.link", up=notice.kind is NoticeKind.LINK_UP,
+        elif isinstance(notice, LinkLost | LinkRestored):
+            self._log.info("lane.link", up=isinstance(notice, LinkRestored),
                            detail=notice.detail)
             self._lamps_shown.clear()
             self._door_pending.clear()
@@ -808,12 +805,12 @@ class Lane:
             return self._fire("service_lost", reason=cause.reason if cause else "")
         if state in OVERLAY_STATES:
             return False
-        status = self._barrier.status
+        status = self._barrier.state
         if status is None:
             return False
         return any(self._fact_holds(fact, status) and self._fire(fact) for fact in FACTS)
 
-    def _fact_holds(self, fact: str, status: BoardStatus) -> bool:
+    def _fact_holds(self, fact: str, status: BarrierState) -> bool:
         if fact == "intruder_detected":
             # somebody in the zone although ENTRY has not opened for this passage yet
             opened = self._entry_opened_for_passage(status)
@@ -822,14 +819,14 @@ class Lane:
             return status.zone_count > 1 or (
                 self._passage is not None and self._passage.tailgating_seen)
         if fact == "traveller_inside":
-            return status.zone_count == 1 and Beam.ENTRY not in status.beams
+            return status.zone_count == 1 and not status.entry_beam
         if fact == "zone_cleared":
-            return status.zone_count == 0 and status.beams == Beam.NONE
+            return status.zone_count == 0 and status.beams_clear
         if fact == "doors_closed":
             return status.entry is DoorState.CLOSED and status.exit is DoorState.CLOSED
         raise KeyError(fact)
 
-    def _entry_opened_for_passage(self, status: BoardStatus) -> bool:
+    def _entry_opened_for_passage(self, status: BarrierState) -> bool:
         passage = self._passage
         if passage is None:
             return False
@@ -839,22 +836,22 @@ class Lane:
 
     def _blocking_cause(self) -> _Cause | None:
         """Why the lane may not serve travellers now, highest priority first."""
-        status = self._barrier.status
-        if status is not None and Flag.EMERGENCY in status.flags:
+        status = self._barrier.state
+        if status is not None and status.has(Condition.EMERGENCY):
             return _Cause(EMERGENCY, "EMERGENCY")
         if status is None or not self._barrier.link_up:
             return _Cause(OUT_OF_SERVICE, "LINK_DOWN")
-        if Flag.MAINTENANCE_KEY in status.flags:
+        if status.has(Condition.MAINTENANCE_KEY):
             return _Cause(MAINTENANCE, "MAINTENANCE_KEY")
         if self._maintenance_requested:
             return _Cause(MAINTENANCE, "OPERATOR")
-        for flag in (Flag.WATCHDOG, Flag.TAMPER, Flag.DOOR_FAULT):
-            if flag in status.flags:
-                return _Cause(OUT_OF_SERVICE, str(flag.name))
+        for condition in (Condition.WATCHDOG, Condition.TAMPER, Condition.DOOR_FAULT):
+            if status.has(condition):
+                return _Cause(OUT_OF_SERVICE, condition.value)
         admitted = self.state in ADMITTED_STATES
         if self._shutdown == "now" or (self._shutdown == "drain" and not admitted):
             return _Cause(OUT_OF_SERVICE, "SHUTDOWN")
-        if (Flag.ON_UPS in status.flags and self.config.policy.stop_admitting_on_mains_loss
+        if (status.has(Condition.ON_UPS) and self.config.policy.stop_admitting_on_mains_loss
                 and not admitted):
             return _Cause(OUT_OF_SERVICE, "MAINS_LOST")
         if not admitted:  # a traveller inside finishes with what the lane already has
@@ -874,10 +871,10 @@ class Lane:
         admit into an empty zone or to send a traveller back; EXIT opens only to release a
         traveller with a positive decision who is alone in the zone with ENTRY CLOSED.
         """
-        status = self._barrier.status
+        status = self._barrier.state
         if status is None or not self._barrier.link_up:
             return "LINK_DOWN"
-        if Flag.EMERGENCY in status.flags or self.state == EMERGENCY:
+        if status.has(Condition.EMERGENCY) or self.state == EMERGENCY:
             return "EMERGENCY"
         if action is DoorAction.CLOSE:
             return None
@@ -891,7 +888,7 @@ class Lane:
             return "NOT_RELEASING"
         return self._release_refusal(status)
 
-    def _release_refusal(self, status: BoardStatus) -> str | None:
+    def _release_refusal(self, status: BarrierState) -> str | None:
         passage = self._passage
         if passage is None or not (passage.officer_release or (
                 passage.decision is not None and passage.decision.match)):
@@ -902,7 +899,7 @@ class Lane:
             return "ZONE_NOT_ONE"
         if status.entry is not DoorState.CLOSED:
             return "ENTRY_NOT_CLOSED"
-        if Flag.EMERGENCY in status.flags:
+        if status.has(Condition.EMERGENCY):
             return "EMERGENCY"
         return None
 
@@ -934,7 +931,7 @@ class Lane:
     def _drive_doors(self) -> None:
         """Move each door towards where the current state wants it, closes first."""
         wants = DOOR_WANTS.get(self.state)
-        status = self._barrier.status
+        status = self._barrier.state
         if wants is None or status is None or not self._barrier.link_up:
             return
         if self.state == REJECTED and not self._entry_cycled:
@@ -955,7 +952,7 @@ class Lane:
         plan: list[tuple[Door, DoorAction]] = []
         for door, want in zip(Door, wants, strict=True):
             seen = status.door(door)
-            obstructed = _BEAM_OF[door] in status.beams
+            obstructed = status.beam(door)
             if not obstructed:
                 self._obstructed_since.pop(door, None)
             elif door not in self._obstructed_since:
@@ -978,7 +975,7 @@ class Lane:
             self._command_door(door, action)
 
     def _show_lamps(self) -> None:
-        if self._barrier.status is None or not self._barrier.link_up:
+        if self._barrier.state is None or not self._barrier.link_up:
             return
         entry, exit_ = LAMPS[self.state]
         if self.state == IDLE and self._red_cross:
@@ -999,17 +996,17 @@ class Lane:
     # ------------------------------------------------------------ machine callbacks
 
     def lane_is_clear(self, event: EventData) -> bool:
-        status = self._barrier.status
+        status = self._barrier.state
         return (status is not None and self._blocking_cause() is None
-                and status.zone_count == 0 and status.beams == Beam.NONE
+                and status.zone_count == 0 and status.beams_clear
                 and status.entry is DoorState.CLOSED and status.exit is DoorState.CLOSED)
 
     def zone_is_empty(self, event: EventData) -> bool:
-        status = self._barrier.status
+        status = self._barrier.state
         return status is not None and status.zone_count == 0
 
     def zone_has_one(self, event: EventData) -> bool:
-        status = self._barrier.status
+        status = self._barrier.state
         return status is not None and status.zone_count == 1
 
     def someone_was_inside(self, event: EventData) -> bool:
@@ -1017,15 +1014,15 @@ class Lane:
         return self._passage is not None and self._passage.max_zone > 0
 
     def exit_may_open(self, event: EventData) -> bool:
-        status = self._barrier.status
+        status = self._barrier.state
         return status is not None and self._release_refusal(status) is None
 
     def officer_may_release(self, event: EventData) -> bool:
         """Only a lone traveller, never after tailgating, never with a cause blocking."""
-        status = self._barrier.status
+        status = self._barrier.state
         passage = self._passage
         return (status is not None and passage is not None and not passage.tailgating_seen
-                and status.zone_count == 1 and status.beams == Beam.NONE  # not on the way out
+                and status.zone_count == 1 and status.beams_clear  # not on the way out
                 and self._blocking_cause() is None)
 
     def nothing_blocks(self, event: EventData) -> bool:
@@ -1033,19 +1030,19 @@ class Lane:
 
     def clear_latched_faults(self, event: EventData) -> None:
         """Out of service: clear what the board latched, once its cause is gone."""
-        status = self._barrier.status
+        status = self._barrier.state
         if status is None or not self._barrier.link_up:
             return
-        latched = Flag.WATCHDOG | Flag.DOOR_FAULT | Flag.EVENT_OVERFLOW | Flag.TAMPER
-        if not status.flags & latched or not self.config.policy.reset_faults_automatically:
+        if not status.latched or not self.config.policy.reset_faults_automatically:
             return
         try:
             cleared = self._barrier.reset_faults()
-            self._barrier.refresh_status()
+            self._barrier.refresh_state()
         except BarrierError as exc:
             self._log.warning("lane.reset_faults_failed", error=type(exc).__name__)
             return
-        self._log.info("lane.reset_faults", cleared=cleared, flags=str(status.flags))
+        self._log.info("lane.reset_faults", cleared=cleared,
+                       latched=sorted(c.value for c in status.latched))
 
     def rearm_timer(self, event: EventData) -> None:
         self._arm_timer(self.state)
@@ -1086,7 +1083,7 @@ class Lane:
         self._mark(Outcome.FACE_MISMATCH, event)
 
     def mark_release_refused(self, event: EventData) -> None:
-        status = self._barrier.status
+        status = self._barrier.state
         why = self._release_refusal(status) if status is not None else "NO_STATUS"
         outcome = Outcome.TAILGATING if why == "TAILGATING" else Outcome.FACE_MISMATCH
         self._mark(outcome, event, f"RELEASE_REFUSED:{why}")
@@ -1144,7 +1141,7 @@ class Lane:
         Frames only; nothing is decided before CAPTURING_FACE (doors shut, one person), and
         any change of the zone count meanwhile throws the capture away (another person).
         """
-        status = self._barrier.status
+        status = self._barrier.state
         if (self.config.policy.capture_while_closing and event.event.name == "traveller_inside"
                 and status is not None and status.zone_count == 1):
             self._start_capture(self._require_passage())
@@ -1210,7 +1207,7 @@ class Lane:
         if not self._barrier.link_up:
             return
         try:
-            self._barrier.refresh_status()
+            self._barrier.refresh_state()
         except BarrierError as exc:
             self._log.warning("lane.refresh_failed", error=type(exc).__name__)
         self.clear_latched_faults(event)
@@ -1240,7 +1237,7 @@ class Lane:
         if origin == RECOVERING:
             # somebody was found inside after a restart or an outage: sent back out
             self._passage.mark(Outcome.OUT_OF_SERVICE, "OCCUPIED_AFTER_RECOVERY")
-        status = self._barrier.status
+        status = self._barrier.state
         if status is not None:
             self._passage.max_zone = status.zone_count
 

@@ -19,7 +19,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from hardware.barrier.api import BarrierNotice, CommandRejected, LinkDown, NoticeKind
+from hardware.barrier.api import (
+    BarrierNotice,
+    CommandRejected,
+    DoorMoved,
+    LinkDown,
+    LinkLost,
+)
 from hardware.barrier.driver import SerialBarrier
 from hardware.barrier.protocol import (
     PROTOCOL_VERSION,
@@ -29,7 +35,6 @@ from hardware.barrier.protocol import (
     BoardStatus,
     Door,
     DoorState,
-    EventCode,
     NakReason,
     Side,
     Signal,
@@ -98,14 +103,12 @@ class _DoorWatch:
         self.events: queue.Queue[tuple[Door, DoorState] | str] = queue.Queue()
 
     def __call__(self, notice: BarrierNotice) -> None:
-        if notice.kind is NoticeKind.LINK_DOWN:
+        if isinstance(notice, LinkLost):
             self.events.put(notice.detail)  # stop waiting for a door that cannot report
-            return
-        ev = notice.event
-        if notice.kind is NoticeKind.EVENT and ev is not None and ev.code == EventCode.DOOR_STATE:
-            # an undefined door or state is dropped: the wait then reports the timeout
-            with contextlib.suppress(ValueError):
-                self.events.put(ev.door_state())
+        elif isinstance(notice, DoorMoved):
+            self.events.put((notice.door, notice.position))
+        # a DOOR_STATE event with an undefined door or state comes as a plain BoardChange
+        # and is dropped: the wait then reports the timeout
 
     def drain(self) -> None:
         while not self.events.empty():

@@ -33,9 +33,9 @@ import structlog
 
 from gate.config import ConfigError, LaneConfig, default_state_dir
 from gate.lane import IDLE, OUT_OF_SERVICE, Lane, StateChange
+from gate.schema import ConfigWarning
 from gate.stages import DocumentCheck, FaceCapture, FaceVerifier
-from hardware.barrier.api import Barrier, BarrierError
-from hardware.barrier.protocol import Side, Signal
+from hardware.barrier.api import Barrier, BarrierError, DoorState, Side, Signal
 from hardware.camera.api import redact_url
 from hardware.device import DeviceHealth
 from hardware.docreader.api import ReaderNotice, ReaderNoticeKind
@@ -68,23 +68,48 @@ class Stages:
         return str(getattr(self.face_model, "provider", "?"))
 
 
+@dataclass(frozen=True)
+class StageSettings:
+    document: Any  # gate.document.policy.DocumentPolicy
+    face: Any  # gate.face.FaceConfig
+
+
+def stage_settings(config: LaneConfig, *, production: bool = False) -> StageSettings:
+    """``[document]`` and ``[face]`` checked (types, ranges, codes) without loading a model.
+
+    ``production`` (``gate run``): ``[document] today`` is refused. It fixes the date the
+    lane judges expiry and age on, which is for tests and the simulator (``gate sim
+    --config`` and the tests build lanes without it); a lane at a border judges on its
+    clock.
+    """
+    from gate.document.policy import DocumentPolicy
+    from gate.face import FaceConfig
+
+    try:
+        policy = DocumentPolicy.from_dict(config.sections.get("document", {}))
+        face = FaceConfig.from_mapping(config.sections.get("face", {}))
+    except ValueError as exc:
+        raise ConfigError(f"{config.source}: {exc}") from exc
+    if production and policy.today is not None:
+        raise ConfigError(
+            f"{config.source}: [document] today = {policy.today.isoformat()} fixes the "
+            "lane's date, for tests and the simulator only: gate run judges expiry and age "
+            "on the lane PC's clock (remove it; gate sim --config accepts it)")
+    return StageSettings(policy, face)
+
+
 def build_stages(config: LaneConfig, camera: Any) -> Stages:
     """The document stage from ``[document]``, the face stage from ``[face]`` on ``camera``.
 
     Loads and warms up the models (seconds): call it after the board link is up.
     """
     from gate.document.check import MrzDocumentCheck
-    from gate.document.policy import DocumentPolicy
-    from gate.face import FaceConfig, face_stage
+    from gate.face import face_stage
 
+    settings = stage_settings(config)
     try:
-        policy = DocumentPolicy.from_dict(config.sections.get("document", {}))
-        face_config = FaceConfig.from_mapping(config.sections.get("face", {}))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{config.source}: {exc}") from exc
-    try:
-        document_check = MrzDocumentCheck(policy)
-        capture, verifier = face_stage(face_config, camera)
+        document_check = MrzDocumentCheck(settings.document)
+        capture, verifier = face_stage(settings.face, camera)
     except ConfigError:
         raise
     except Exception as exc:
@@ -198,6 +223,8 @@ class LaneService:
         self.metrics: Any = None
         self.metrics_server: Any = None
         self.case_paths: CasePaths | None = None
+        #: settings allowed but weakening a check (a threshold below the calibrated one)
+        self.config_warnings: tuple[ConfigWarning, ...] = ()
         self.started = threading.Event()
         self._stopping = threading.Event()
 
@@ -247,6 +274,7 @@ class LaneService:
         self.stages = self._given.stages or build_stages(config, self.camera)
         self._log.info("service.stages_ready", seconds=round(time.monotonic() - t0, 2),
                        face_provider=self.stages.provider)
+        self.config_warnings = tuple(getattr(self.stages.face_verifier, "config_warnings", ()))
         # 4. cases, the lane, metrics
         if self._want_cases:
             self._start_cases()
@@ -337,6 +365,7 @@ class LaneService:
         self.metrics.attach(self.lane)
         for name, probe in devices.items():
             self.metrics.add_device(name, probe)
+        self.metrics.set_config_warnings(self.config_warnings)
         barrier = self.barrier
         self.metrics.add_device("barrier", lambda: (
             DeviceHealth.good() if barrier.link_up else DeviceHealth.bad("LINK_DOWN")))
@@ -419,12 +448,10 @@ class LaneService:
         self._log.info("service.stopped")
 
     def _wait_doors_shut(self, timeout: float) -> None:
-        from hardware.barrier.protocol import DoorState
-
         barrier = self.barrier
         end = time.monotonic() + timeout
         while barrier is not None and time.monotonic() < end:
-            status = barrier.status
+            status = barrier.state
             if status is None or not barrier.link_up or (
                     status.entry is DoorState.CLOSED and status.exit is DoorState.CLOSED):
                 break
@@ -458,6 +485,7 @@ class CheckResult:
     name: str
     ok: bool
     detail: str
+    warning: bool = False  # OK, but a setting weakens a check (shown as WARN)
 
 
 @dataclass
@@ -471,8 +499,8 @@ class CheckReport:
 
     def to_json(self) -> dict[str, Any]:
         return {"lane": self.lane_id, "ok": self.ok,
-                "checks": [{"name": r.name, "ok": r.ok, "detail": r.detail}
-                           for r in self.results]}
+                "checks": [{"name": r.name, "ok": r.ok, "detail": r.detail,
+                            "warning": r.warning} for r in self.results]}
 
 
 def _wait_healthy(device: Any, timeout: float) -> DeviceHealth:
@@ -485,9 +513,16 @@ def _wait_healthy(device: Any, timeout: float) -> DeviceHealth:
 
 
 def check_lane(config: LaneConfig, timeout_s: float = 8.0) -> CheckReport:
-    """``gate run --check``: open every device once and say what was found."""
-    from gate.devices import connect_barrier
+    """``gate run --check``: open every device once and say what was found.
 
+    ``[document]`` and ``[face]`` are checked first (a ``ConfigError``, as ``gate run``
+    would refuse them); the face threshold is shown, and a WARN when it is less strict
+    than the calibrated one, from the pack's files (no model is loaded).
+    """
+    from gate.devices import connect_barrier
+    from gate.face.verify import check_pack_threshold
+
+    settings = stage_settings(config, production=True)
     report = CheckReport(config.lane_id)
     add = report.results.append
     try:
@@ -536,8 +571,11 @@ def check_lane(config: LaneConfig, timeout_s: float = 8.0) -> CheckReport:
     add(CheckResult("case key", key_ok, str(paths.key_file) + (
         "" if paths.key_file.exists() else " (created at the first start)" if key_ok
         else " does not exist")))
+    face = settings.face
+    detail, warning = check_pack_threshold(face.pack, face.target_fmr, face.threshold)
+    add(CheckResult("face", True, detail, warning=warning is not None))
     return report
 
 
-__all__ = ["DRAIN_S", "CheckReport", "LaneParts", "LaneService", "ServiceError", "Stages",
-           "build_stages", "case_paths", "check_lane"]
+__all__ = ["DRAIN_S", "CheckReport", "LaneParts", "LaneService", "ServiceError", "StageSettings",
+           "Stages", "build_stages", "case_paths", "check_lane", "stage_settings"]

@@ -19,10 +19,14 @@ from gate.stages import CaptureOutcome, DocumentOutcome, Guidance, MatchDecision
 from hardware.barrier.api import (
     Barrier,
     BarrierNotice,
+    BarrierState,
+    BoardRestarted,
     CommandRejected,
     LinkDown,
+    LinkLost,
+    LinkRestored,
     NoticeHandler,
-    NoticeKind,
+    StateRefreshed,
 )
 from hardware.barrier.protocol import (
     Beam,
@@ -205,7 +209,7 @@ class FakeBarrier(Barrier):
 
     # ---- Barrier
     def start(self) -> None:
-        self._publish(BarrierNotice(NoticeKind.LINK_UP, status=self._status))
+        self._publish(LinkRestored(state=self.state))
 
     def close(self) -> None:
         pass
@@ -221,8 +225,13 @@ class FakeBarrier(Barrier):
         return self._link
 
     @property
-    def status(self) -> BoardStatus | None:
+    def status(self) -> BoardStatus:
+        """The board's picture in protocol v1 terms (what the test moves)."""
         return self._status
+
+    @property
+    def state(self) -> BarrierState:
+        return self._status.state()
 
     def open_door(self, door: Door) -> None:
         self._door_command(door, True)
@@ -261,8 +270,11 @@ class FakeBarrier(Barrier):
         if not self._link:
             raise LinkDown("fake link down")
         self.refreshes += 1
-        self._publish(BarrierNotice(NoticeKind.STATUS, status=self._status))
+        self._publish(StateRefreshed(state=self.state))
         return self._status
+
+    def refresh_state(self) -> BarrierState:
+        return self.refresh_status().state()
 
     # ---- the command checks
     def _door_command(self, door: Door, opening: bool) -> None:
@@ -342,8 +354,7 @@ class FakeBarrier(Barrier):
         if up == self._link:
             return
         self._link = up
-        self._publish(BarrierNotice(NoticeKind.LINK_UP if up else NoticeKind.LINK_DOWN,
-                                    status=self._status))
+        self._publish(LinkRestored(state=self.state) if up else LinkLost(state=self.state))
 
     def restart(self) -> None:
         inputs = self._status.flags & (Flag.EMERGENCY | Flag.ON_UPS | Flag.MAINTENANCE_KEY)
@@ -351,8 +362,7 @@ class FakeBarrier(Barrier):
                                flags=inputs)
         self.lamps = {Side.ENTRY: Signal.OFF, Side.EXIT: Signal.OFF}
         self._event_id = 0
-        self._publish(BarrierNotice(NoticeKind.BOARD_RESTARTED, status=self._status,
-                                    detail="RESTARTED"))
+        self._publish(BoardRestarted(state=self.state, detail="RESTARTED"))
         if Flag.EMERGENCY in inputs:
             for door in Door:
                 self._set_door(door, DoorState.OPEN)
@@ -372,7 +382,7 @@ class FakeBarrier(Barrier):
         self._event_id += 1
         self._update(last_event_id=self._event_id)
         event = BoardEvent(self._event_id, int(code), arg, 0)
-        self._publish(BarrierNotice(NoticeKind.EVENT, event=event, status=self._status))
+        self._publish(event.notice(self.state))
 
     def _publish(self, notice: BarrierNotice) -> None:
         for handler in list(self._handlers):

@@ -17,15 +17,25 @@ import serial
 import structlog
 from foreign_board import EV_BEAMS, ForeignBoard, ForeignFaults
 
-from hardware.barrier.api import BarrierNotice, CommandRejected, LinkDown, NoticeKind
+from hardware.barrier.api import (
+    BarrierNotice,
+    BeamsChanged,
+    BoardChange,
+    BoardRestarted,
+    CommandRejected,
+    Condition,
+    DoorMoved,
+    LinkDown,
+    LinkLost,
+    LinkRestored,
+    StateRefreshed,
+)
 from hardware.barrier.driver import SerialBarrier, open_port
 from hardware.barrier.linkproc import ProcessBarrier
 from hardware.barrier.protocol import (
     Door,
     DoorAction,
     DoorState,
-    EventCode,
-    Flag,
     MsgType,
     NakReason,
     Side,
@@ -61,16 +71,21 @@ class Notices:
                         return n
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    kinds = [n.kind.value for n in self.items[after:]]
+                    kinds = [n.describe() for n in self.items[after:]]
                     raise AssertionError(f"notice not seen within {timeout} s; got {kinds}")
                 self._cond.wait(left)
 
-    def of(self, kind: NoticeKind) -> list[BarrierNotice]:
+    def of(self, kind: type[BarrierNotice]) -> list[BarrierNotice]:
         with self._cond:
-            return [n for n in self.items if n.kind is kind]
+            return [n for n in self.items if isinstance(n, kind)]
 
     def events(self) -> list[int]:
-        return [n.event.event_id for n in self.of(NoticeKind.EVENT) if n.event is not None]
+        return [n.event_id for n in self.of(BoardChange) if isinstance(n, BoardChange)]
+
+def event_id(n: BarrierNotice) -> int | None:
+    """The board's event number behind a notice (None: not a board change)."""
+    return n.event_id if isinstance(n, BoardChange) else None
+
 
 
 @pytest.fixture
@@ -106,15 +121,15 @@ def test_request_reply_info_and_door(board: ForeignBoard,
     driver, notices = link
     assert driver.link_up
     # notices arrive on the driver's notice thread: the first one is LINK_UP
-    assert notices.wait_for(lambda n: True).kind is NoticeKind.LINK_UP
+    assert isinstance(notices.wait_for(lambda n: True), LinkRestored)
     info = driver.info()
     assert (info.protocol, info.firmware, info.serial) == (1, "acme-gatectl 4.2", "ACME-0042")
     status = driver.status
     assert status is not None and status.entry is DoorState.CLOSED
 
     driver.open_door(Door.ENTRY)
-    notices.wait_for(lambda n: n.event is not None and n.event.code == EventCode.DOOR_STATE
-                     and n.event.door_state() == (Door.ENTRY, DoorState.OPEN))
+    notices.wait_for(lambda n: isinstance(n, DoorMoved)
+                     and (n.door, n.position) == (Door.ENTRY, DoorState.OPEN))
     assert driver.status is not None and driver.status.entry is DoorState.OPEN
     # the interlock is the board's: the driver reports its NAK as CommandRejected
     with pytest.raises(CommandRejected) as err:
@@ -179,7 +194,7 @@ def test_link_down_after_three_retries_then_back_up(
     t0 = time.monotonic()
     with pytest.raises(LinkDown):
         driver.set_lamp(Side.ENTRY, Signal.OFFICER_CALLED)
-    notices.wait_for(lambda n: n.kind is NoticeKind.LINK_DOWN)
+    notices.wait_for(lambda n: isinstance(n, LinkLost))
     assert not driver.link_up
     silent = board.received[mark:]
     # the first unanswered request went out 4 times (1 + 3 retries), byte-identical
@@ -192,7 +207,7 @@ def test_link_down_after_three_retries_then_back_up(
         driver.close_door(Door.ENTRY)
     assert time.monotonic() - t1 < 0.09  # well under one 100 ms reply timeout
     board.mute(False)
-    notices.wait_for(lambda n: n.kind is NoticeKind.LINK_UP and n is not notices.items[0],
+    notices.wait_for(lambda n: isinstance(n, LinkRestored) and n is not notices.items[0],
                      timeout=3.0)
     assert driver.link_up
     driver.set_lamp(Side.ENTRY, Signal.OFF)
@@ -204,14 +219,14 @@ def test_resent_events_are_delivered_once_across_the_id_wrap(
         board: ForeignBoard, link: tuple[SerialBarrier, Notices]) -> None:
     driver, notices = link
     board.inject_events(EV_BEAMS, [1, 0] * 5, redeliver=4)
-    notices.wait_for(lambda n: n.event is not None and n.event.event_id == 4)
+    notices.wait_for(lambda n: event_id(n) == 4)
     driver.refresh_status()
     assert notices.events() == [65530, 65531, 65532, 65533, 65534, 65535, 1, 2, 3, 4]
     assert driver.stats.duplicate_events >= 2
     # every POLL acknowledged the newest event received so far
     acks = [int.from_bytes(r.payload, "big") for r in board.requests_of(MsgType.POLL)]
     assert acks[-1] == 4
-    assert not notices.of(NoticeKind.BOARD_RESTARTED)
+    assert not notices.of(BoardRestarted)
 
 
 @pytest.mark.timeout(20)
@@ -220,21 +235,21 @@ def test_board_restart_is_detected_and_the_watchdog_reconfigured(board: ForeignB
     try:
         assert board.watchdog_ms == 1500
         board.inject_events(EV_BEAMS, [1, 0])
-        notices.wait_for(lambda n: n.event is not None and n.event.event_id == 65531)
+        notices.wait_for(lambda n: event_id(n) == 65531)
         mark = len(notices.items)
         board.reboot()
-        notices.wait_for(lambda n: n.kind is NoticeKind.BOARD_RESTARTED, after=mark)
-        st = notices.wait_for(lambda n: n.kind is NoticeKind.STATUS, after=mark)
-        assert st.status is not None and st.status.last_event_id == 1
+        notices.wait_for(lambda n: isinstance(n, BoardRestarted), after=mark)
+        st = notices.wait_for(lambda n: isinstance(n, StateRefreshed), after=mark)
+        assert st.state is not None and st.state.last_event_id == 1
         deadline = time.monotonic() + 2
         while board.watchdog_ms != 1500 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert board.watchdog_ms == 1500
-        assert len(notices.of(NoticeKind.BOARD_RESTARTED)) == 1
+        assert len(notices.of(BoardRestarted)) == 1
         assert driver.stats.board_restarts == 1
         # later events (ids from 2) are new, not taken for duplicates
         board.inject_events(EV_BEAMS, [2])
-        notices.wait_for(lambda n: n.event is not None and n.event.event_id == 2)
+        notices.wait_for(lambda n: event_id(n) == 2)
     finally:
         driver.close()
 
@@ -244,14 +259,14 @@ def test_restart_without_restarted_event_seen_from_ids_going_backwards(
         board: ForeignBoard, link: tuple[SerialBarrier, Notices]) -> None:
     _driver, notices = link
     board.inject_events(EV_BEAMS, [1, 0, 1])
-    notices.wait_for(lambda n: n.event is not None and n.event.event_id == 65532)
+    notices.wait_for(lambda n: event_id(n) == 65532)
     mark = len(notices.items)
     board.reboot(announce=False)
-    notices.wait_for(lambda n: n.kind is NoticeKind.BOARD_RESTARTED, after=mark)
+    notices.wait_for(lambda n: isinstance(n, BoardRestarted), after=mark)
     board.inject_events(EV_BEAMS, [0])
-    ev = notices.wait_for(lambda n: n.event is not None and n.event.event_id == 1, after=mark)
-    assert ev.event is not None and ev.event.code == EV_BEAMS
-    assert len(notices.of(NoticeKind.BOARD_RESTARTED)) == 1
+    ev = notices.wait_for(lambda n: event_id(n) == 1, after=mark)
+    assert isinstance(ev, BeamsChanged)
+    assert len(notices.of(BoardRestarted)) == 1
 
 
 @pytest.mark.timeout(20)
@@ -260,14 +275,14 @@ def test_event_overflow_makes_the_driver_reread_status(
     driver, notices = link
     mark = len(notices.items)
     board.inject_events(EV_BEAMS, [i % 2 for i in range(100)])
-    st = notices.wait_for(lambda n: n.kind is NoticeKind.STATUS and n.status is not None
-                          and bool(n.status.flags & Flag.EVENT_OVERFLOW), after=mark)
-    assert st.status is not None
-    events = [n for n in notices.items[mark:] if n.kind is NoticeKind.EVENT]
+    st = notices.wait_for(lambda n: isinstance(n, StateRefreshed) and n.state is not None
+                          and n.state.has(Condition.EVENT_OVERFLOW), after=mark)
+    assert st.state is not None
+    events = [n for n in notices.items[mark:] if isinstance(n, BoardChange)]
     assert len(events) == 64  # the 36 oldest were lost on the board
     assert driver.reset_faults() is True
-    notices.wait_for(lambda n: n.kind is NoticeKind.STATUS and n.status is not None
-                     and not n.status.flags & Flag.EVENT_OVERFLOW, after=mark)
+    notices.wait_for(lambda n: isinstance(n, StateRefreshed) and n.state is not None
+                     and not n.state.has(Condition.EVENT_OVERFLOW), after=mark)
 
 
 @pytest.mark.timeout(20)
@@ -275,13 +290,13 @@ def test_reconnects_when_the_port_vanishes_and_comes_back(
         board: ForeignBoard, link: tuple[SerialBarrier, Notices]) -> None:
     driver, notices = link
     board.unplug()
-    notices.wait_for(lambda n: n.kind is NoticeKind.LINK_DOWN)
+    notices.wait_for(lambda n: isinstance(n, LinkLost))
     with pytest.raises(LinkDown):
         driver.set_lamp(Side.ENTRY, Signal.GREEN_ARROW)
     time.sleep(0.6)  # at least one reopen attempt fails while the path is gone
     assert not driver.link_up
     board.replug()
-    notices.wait_for(lambda n: n.kind is NoticeKind.LINK_UP and n is not notices.items[0],
+    notices.wait_for(lambda n: isinstance(n, LinkRestored) and n is not notices.items[0],
                      timeout=3.0)
     driver.set_lamp(Side.ENTRY, Signal.GREEN_ARROW)
     assert board.lamps[1] == Signal.GREEN_ARROW
@@ -300,7 +315,7 @@ def test_the_port_is_opened_exclusively(board: ForeignBoard,
     try:
         assert not second.link_up
         assert "exclusively lock" in second.link_detail
-        notices.wait_for(lambda n: n.kind is NoticeKind.LINK_DOWN)
+        notices.wait_for(lambda n: isinstance(n, LinkLost))
         with pytest.raises(LinkDown):
             second.set_lamp(Side.ENTRY, Signal.OFF)
     finally:
@@ -386,7 +401,7 @@ def test_a_blocking_notice_handler_does_not_starve_polling(
     blocked = threading.Event()
 
     def slow_handler(notice: BarrierNotice) -> None:
-        if notice.kind is NoticeKind.EVENT:
+        if isinstance(notice, BoardChange):
             blocked.set()
             time.sleep(1.0)  # a handler doing what handlers must not do
 
@@ -429,7 +444,7 @@ def test_no_command_lost_or_doubled_against_a_noisy_foreign_board(tmp_path: Any)
     assert executed == issued
     c = board.counters
     assert c.replies_dropped > 3 and c.replies_corrupted > 3 and c.noise_bursts > 3
-    assert driver.stats.link_downs == 0 and not notices.of(NoticeKind.LINK_DOWN)
+    assert driver.stats.link_downs == 0 and not notices.of(LinkLost)
     assert board.counters.watchdog_trips == 0
 
 
@@ -450,7 +465,7 @@ def test_socket_url_without_a_lock_or_a_tty(tmp_path: Any) -> None:
         # the next reply past the timeout), and every resend is the same bytes.
         assert len(lamps) >= 2 and all(lamp.raw == lamps[0].raw for lamp in lamps)
         driver.open_door(Door.ENTRY)
-        notices.wait_for(lambda n: n.status is not None and n.status.entry is DoorState.OPEN)
+        notices.wait_for(lambda n: n.state is not None and n.state.entry is DoorState.OPEN)
     finally:
         driver.close()
         board.stop()

@@ -18,7 +18,15 @@ import pytest
 import structlog
 from test_driver import Notices
 
-from hardware.barrier.api import BarrierNotice, CommandRejected, NoticeKind
+from hardware.barrier.api import (
+    BarrierNotice,
+    BoardChange,
+    BoardRestarted,
+    CommandRejected,
+    LinkLost,
+    LinkRestored,
+    StateRefreshed,
+)
 from hardware.barrier.driver import SerialBarrier
 from hardware.barrier.protocol import (
     Door,
@@ -108,7 +116,7 @@ def test_no_command_lost_or_doubled_over_a_noisy_link(noisy_board: Any) -> None:
     assert injected["dropped_replies"] > 5 and injected["corrupted_replies"] > 5
     assert injected["noise_bursts"] > 5 and injected["duplicates"] > 5
     assert driver.stats.link_downs == 0
-    assert not [n for n in notices if n.kind is NoticeKind.LINK_DOWN]
+    assert not [n for n in notices if isinstance(n, LinkLost)]
     assert snap.watchdog_trips == 0
     assert board.safety_violations == []
     # the driver's picture agrees with the board
@@ -130,34 +138,34 @@ def test_simboard_reboot_and_replug_are_noticed(tmp_path: object, stale_ack: str
     try:
         for _ in range(2):
             driver.open_door(Door.ENTRY)
-            notices.wait_for(lambda n: n.status is not None and n.status.entry is DoorState.OPEN)
+            notices.wait_for(lambda n: n.state is not None and n.state.entry is DoorState.OPEN)
             driver.close_door(Door.ENTRY)
-            notices.wait_for(lambda n: n.status is not None
-                             and n.status.entry is DoorState.CLOSED and n.kind is NoticeKind.EVENT)
+            notices.wait_for(lambda n: n.state is not None
+                             and n.state.entry is DoorState.CLOSED and isinstance(n, BoardChange))
         mark = len(notices.items)
         board.reboot()
-        notices.wait_for(lambda n: n.kind is NoticeKind.BOARD_RESTARTED, after=mark)
-        notices.wait_for(lambda n: n.kind is NoticeKind.STATUS, after=mark)
+        notices.wait_for(lambda n: isinstance(n, BoardRestarted), after=mark)
+        notices.wait_for(lambda n: isinstance(n, StateRefreshed), after=mark)
         deadline = time.monotonic() + 2
         while board.snapshot().watchdog_ms != 1500 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert board.snapshot().watchdog_ms == 1500  # re-applied after the restart
         # new events after the restart are delivered, not taken for duplicates
         driver.open_door(Door.EXIT)
-        notices.wait_for(lambda n: n.kind is NoticeKind.EVENT and n.status is not None
-                         and n.status.exit is DoorState.OPEN, after=mark)
+        notices.wait_for(lambda n: isinstance(n, BoardChange) and n.state is not None
+                         and n.state.exit is DoorState.OPEN, after=mark)
         driver.close_door(Door.EXIT)
-        assert len(notices.of(NoticeKind.BOARD_RESTARTED)) == 1
+        assert len(notices.of(BoardRestarted)) == 1
 
         mark = len(notices.items)
         board.unplug()
-        notices.wait_for(lambda n: n.kind is NoticeKind.LINK_DOWN, after=mark)
+        notices.wait_for(lambda n: isinstance(n, LinkLost), after=mark)
         time.sleep(0.3)
         board.replug()
-        notices.wait_for(lambda n: n.kind is NoticeKind.LINK_UP, after=mark, timeout=3)
+        notices.wait_for(lambda n: isinstance(n, LinkRestored), after=mark, timeout=3)
         driver.set_lamp(Side.ENTRY, Signal.GREEN_ARROW)
         assert board.snapshot().lamps[Side.ENTRY] is Signal.GREEN_ARROW
-        assert len(notices.of(NoticeKind.BOARD_RESTARTED)) == 1  # a replug is no restart
+        assert len(notices.of(BoardRestarted)) == 1  # a replug is no restart
     finally:
         driver.close()
         board.stop()

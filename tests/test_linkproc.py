@@ -32,9 +32,16 @@ from hardware.barrier.api import (
     Barrier,
     BarrierError,
     BarrierNotice,
+    BoardChange,
+    BoardRestarted,
     CommandRejected,
+    Condition,
+    ConditionChanged,
+    DoorMoved,
     LinkDown,
-    NoticeKind,
+    LinkLost,
+    LinkRestored,
+    StateRefreshed,
 )
 from hardware.barrier.bench_link import cpu_hogs, gil_load
 from hardware.barrier.driver import SerialBarrier
@@ -42,7 +49,6 @@ from hardware.barrier.linkproc import ProcessBarrier
 from hardware.barrier.protocol import (
     Door,
     DoorState,
-    EventCode,
     Flag,
     MsgType,
     NakReason,
@@ -86,26 +92,29 @@ class Notices:
                         return n
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    kinds = [n.kind.value for n in self.items[after:]]
+                    kinds = [n.describe() for n in self.items[after:]]
                     raise AssertionError(f"notice not seen within {timeout} s; got {kinds}")
                 self._cond.wait(left)
 
-    def of(self, kind: NoticeKind, after: int = 0) -> list[BarrierNotice]:
+    def of(self, kind: type[BarrierNotice], after: int = 0) -> list[BarrierNotice]:
         with self._cond:
-            return [n for n in self.items[after:] if n.kind is kind]
+            return [n for n in self.items[after:] if isinstance(n, kind)]
 
     def events(self, after: int = 0) -> list[int]:
-        return [n.event.event_id for n in self.of(NoticeKind.EVENT, after)
-                if n.event is not None]
+        return [n.event_id for n in self.of(BoardChange, after) if isinstance(n, BoardChange)]
 
 
-def kind_is(kind: NoticeKind) -> Callable[[BarrierNotice], bool]:
-    return lambda n: n.kind is kind
+def kind_is(kind: type[BarrierNotice]) -> Callable[[BarrierNotice], bool]:
+    return lambda n: isinstance(n, kind)
+
+def event_id(n: BarrierNotice) -> int | None:
+    """The board's event number behind a notice (None: not a board change)."""
+    return n.event_id if isinstance(n, BoardChange) else None
+
 
 
 def door_event(door: Door, state: DoorState) -> Callable[[BarrierNotice], bool]:
-    return lambda n: (n.event is not None and n.event.code == EventCode.DOOR_STATE
-                      and n.event.door_state() == (door, state))
+    return lambda n: isinstance(n, DoorMoved) and (n.door, n.position) == (door, state)
 
 
 def wait_until(what: Callable[[], bool], timeout: float = 5.0, label: str = "condition") -> None:
@@ -211,7 +220,7 @@ def test_commands_and_notices_through_the_link_process_on_the_sim_board(
     try:
         assert barrier.link_up and barrier.link_detail == ""
         assert barrier.child_pid is not None and barrier.child_pid != os.getpid()
-        assert notices.wait_for(lambda n: True).kind is NoticeKind.LINK_UP
+        assert isinstance(notices.wait_for(lambda n: True), LinkRestored)
         assert barrier.status is not None and barrier.status.entry is DoorState.CLOSED
         assert barrier.board_info is not None and barrier.board_info.firmware == "egate-sim 1.0"
         assert sim_peer.board.snapshot().watchdog_ms == 1500  # applied by the child
@@ -232,8 +241,8 @@ def test_commands_and_notices_through_the_link_process_on_the_sim_board(
 
         mark = notices.mark()
         sim_peer.board.set_emergency(True)  # the board acts on its own: both doors open
-        notices.wait_for(lambda n: n.event is not None
-                         and n.event.code == EventCode.EMERGENCY_ON, after=mark)
+        notices.wait_for(lambda n: isinstance(n, ConditionChanged) and n.raised
+                         and n.condition is Condition.EMERGENCY, after=mark)
         notices.wait_for(door_event(Door.EXIT, DoorState.OPEN), after=mark)
         with pytest.raises(CommandRejected) as fault:
             barrier.close_door(Door.EXIT)
@@ -291,13 +300,13 @@ def _script(barrier: Barrier, board: Any, notices: Notices) -> list[str]:
     barrier.close_door(Door.ENTRY)
     notices.wait_for(door_event(Door.ENTRY, DoorState.CLOSED))
     board.inject_events(EV_BEAMS, [1, 0, 1], redeliver=3)  # also across the id wrap
-    notices.wait_for(lambda n: n.event is not None and n.event.event_id == 1)
-    status = barrier.refresh_status()
+    notices.wait_for(lambda n: event_id(n) == 1)
+    status = barrier.refresh_state()
     seen.append(f"status last event {status.last_event_id}")
     seen.append(f"reset {barrier.reset_faults()}")
-    seen += [f"{n.kind.value} {n.event.event_id if n.event else ''} "
-             f"{n.event.code_name if n.event else ''} {n.event.arg if n.event else ''}"
-             for n in notices.items if n.kind is not NoticeKind.STATUS]
+    seen += [f"event {n.event_id} {n.describe()}" if isinstance(n, BoardChange)
+             else type(n).__name__
+             for n in notices.items if not isinstance(n, StateRefreshed)]
     return seen
 
 
@@ -344,7 +353,7 @@ def test_a_killed_link_process_is_link_down_then_respawned_without_duplicates(
     # The board re-sends its oldest event for the next 200 POLLs whatever they
     # acknowledge: the respawned driver meets an event the dead one had delivered.
     foreign.inject_events(EV_BEAMS, [1, 0, 1], redeliver=200)
-    notices.wait_for(lambda n: n.event is not None and n.event.event_id == 65530)
+    notices.wait_for(lambda n: event_id(n) == 65530)
 
     # A command under way when the process dies ends in LinkDown, not in a hang.
     foreign.mute(True)
@@ -363,24 +372,24 @@ def test_a_killed_link_process_is_link_down_then_respawned_without_duplicates(
     os.kill(first, signal.SIGKILL)
     caller.join(timeout=5.0)
     assert len(outcome) == 1 and isinstance(outcome[0], LinkDown), outcome
-    down = notices.wait_for(kind_is(NoticeKind.LINK_DOWN), after=mark)
-    assert "SIGKILL" in down.detail and not barrier.link_up
+    down = notices.wait_for(kind_is(LinkLost), after=mark)
+    assert isinstance(down, LinkLost) and "SIGKILL" in down.detail and not barrier.link_up
     t = time.monotonic()
     with pytest.raises(LinkDown):
         barrier.set_lamp(Side.EXIT, Signal.WAIT)  # fails at once while down
     assert time.monotonic() - t < 0.09
     foreign.mute(False)
 
-    notices.wait_for(kind_is(NoticeKind.LINK_UP), after=mark, timeout=10.0)
+    notices.wait_for(kind_is(LinkRestored), after=mark, timeout=10.0)
     assert barrier.link_up and barrier.child_pid not in (None, first)
     assert not pid_alive(first)
     barrier.set_lamp(Side.EXIT, Signal.GREEN_ARROW)
     assert foreign.lamp(2) == Signal.GREEN_ARROW
-    notices.wait_for(lambda n: n.event is not None and n.event.event_id == 65532,
+    notices.wait_for(lambda n: event_id(n) == 65532,
                      timeout=10.0)
     # 65530 came again to the new driver and was known: each event exactly once
     assert notices.events() == [65530, 65531, 65532]
-    assert not notices.of(NoticeKind.BOARD_RESTARTED)
+    assert not notices.of(BoardRestarted)
     stats = barrier.link_stats()
     assert stats["link_process_spawns"] == 2 and stats["link_process_deaths"] == 1
     assert stats["link_downs"] >= 1 and stats["duplicate_events"] >= 1
@@ -393,19 +402,19 @@ def test_a_board_reboot_while_the_link_process_was_dead_is_reported(
     barrier.configure_watchdog(1500)
     assert foreign.watchdog() == 1500
     foreign.inject_events(EV_BEAMS, [1, 0])
-    notices.wait_for(lambda n: n.event is not None and n.event.event_id == 65531)
+    notices.wait_for(lambda n: event_id(n) == 65531)
     mark = notices.mark()
     pid = barrier.child_pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    notices.wait_for(kind_is(NoticeKind.LINK_DOWN), after=mark)
+    notices.wait_for(kind_is(LinkLost), after=mark)
     foreign.reboot()  # nobody watching: RESTARTED waits in its queue
-    notices.wait_for(kind_is(NoticeKind.LINK_UP), after=mark, timeout=10.0)
-    notices.wait_for(kind_is(NoticeKind.BOARD_RESTARTED), after=mark)
+    notices.wait_for(kind_is(LinkRestored), after=mark, timeout=10.0)
+    notices.wait_for(kind_is(BoardRestarted), after=mark)
     wait_until(lambda: foreign.watchdog() == 1500, label="watchdog re-applied")
     foreign.inject_events(EV_BEAMS, [1])
-    notices.wait_for(lambda n: n.event is not None and n.event.event_id == 2, after=mark)
-    assert len(notices.of(NoticeKind.BOARD_RESTARTED)) == 1
+    notices.wait_for(lambda n: event_id(n) == 2, after=mark)
+    assert len(notices.of(BoardRestarted)) == 1
 
 
 @pytest.mark.timeout(30)
@@ -491,7 +500,7 @@ def test_the_foreign_board_sees_no_silence_while_the_host_holds_the_gil(
     assert gap < 0.25
     assert not foreign.trips()
     assert stats["max_request_gap_s"] < 0.25
-    assert barrier.link_up and not notices.of(NoticeKind.LINK_DOWN)
+    assert barrier.link_up and not notices.of(LinkLost)
 
 
 @pytest.mark.timeout(40)
@@ -509,7 +518,7 @@ def test_gate_sim_board_sees_no_silence_while_the_host_holds_the_gil(tmp_path: P
         with cpu_hogs(2):
             ran = gil_load(3.0, "sort")
         stats = barrier.link_stats()
-        downs = notices.of(NoticeKind.LINK_DOWN)  # before the board goes (that one is due)
+        downs = notices.of(LinkLost)  # before the board goes (that one is due)
         board.send_signal(signal.SIGTERM)  # while still polled: its figures, then it goes
         out, _ = board.communicate(timeout=10)
     finally:
@@ -552,7 +561,7 @@ def test_a_link_process_that_cannot_run_is_retried_with_a_bounded_back_off(
     barrier.close()
     # 0.1, 0.2, 0.4, 0.4 ... s apart: a handful of tries, not a busy loop
     assert 3 <= spawns <= 10, spawns
-    assert len(notices.of(NoticeKind.LINK_DOWN)) == 1  # one outage, one notice
+    assert len(notices.of(LinkLost)) == 1  # one outage, one notice
     assert not our_threads()
 
 
@@ -561,8 +570,9 @@ def test_a_missing_port_is_link_down_with_the_drivers_reason(tmp_path: Path) -> 
     barrier, notices = connect(str(tmp_path / "ttyNONE"), 1)
     try:
         assert not barrier.link_up
-        down = notices.wait_for(kind_is(NoticeKind.LINK_DOWN))
-        assert "cannot open port" in down.detail and "cannot open port" in barrier.link_detail
+        down = notices.wait_for(kind_is(LinkLost))
+        assert isinstance(down, LinkLost) and "cannot open port" in down.detail
+        assert "cannot open port" in barrier.link_detail
         with pytest.raises(LinkDown, match="cannot open port"):
             barrier.set_lamp(Side.ENTRY, Signal.OFF)
         assert barrier.child_pid is not None  # the child keeps trying, as the driver does

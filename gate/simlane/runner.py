@@ -28,8 +28,14 @@ from gate.lane import CLOSING_ENTRY, IDLE, READING_DOCUMENT, Outcome, PassageRec
 from gate.service import LaneParts, LaneService
 from gate.simlane.peers import SimLaneDevices
 from gate.simlane.scenario import Scenario
-from hardware.barrier.api import BarrierNotice, NoticeKind
-from hardware.barrier.protocol import Door, DoorState, EventCode
+from hardware.barrier.api import (
+    BarrierNotice,
+    BoardChange,
+    Door,
+    DoorMoved,
+    DoorState,
+    StateRefreshed,
+)
 from sim.faults import FaultPlan
 from sim.traveller import TravellerBehaviour
 
@@ -100,20 +106,13 @@ class ScenarioResult:
 
 
 def describe_notice(notice: BarrierNotice) -> tuple[str, str] | None:
-    if notice.kind is NoticeKind.EVENT and notice.event is not None:
-        event = notice.event
-        if event.code == EventCode.DOOR_STATE:
-            door, state = event.door_state()
-            return "board", f"{door.name} door {state.name}"
-        if event.code == EventCode.ZONE_COUNT:
-            return "board", f"zone count {event.arg}"
-        if event.code == EventCode.BEAMS:
-            beams = [n for n, bit in (("ENTRY", 1), ("EXIT", 2)) if event.arg & bit]
-            return "board", f"beams {'+'.join(beams) or 'clear'}"
-        return "board", f"{event.code_name} {event.arg}"
-    if notice.kind is NoticeKind.STATUS:
+    if isinstance(notice, DoorMoved):
+        return "board", f"{notice.door.name} door {notice.position.name}"
+    if isinstance(notice, BoardChange):
+        return "board", notice.describe()
+    if isinstance(notice, StateRefreshed):
         return None
-    return "link", f"{notice.kind.value} {notice.detail}".strip()
+    return "link", notice.describe()
 
 
 class SimLaneRig:
@@ -171,9 +170,8 @@ class SimLaneRig:
         described = describe_notice(notice)
         if described is None:
             return
-        event = notice.event
-        if event is not None and event.code == EventCode.DOOR_STATE and (
-                event.door_state() == (Door.EXIT, DoorState.OPEN)):
+        if isinstance(notice, DoorMoved) and (
+                (notice.door, notice.position) == (Door.EXIT, DoorState.OPEN)):
             with self._lock:
                 self.exit_open_at.append(time.monotonic())
         self.note(*described, passage=self.lane.passage_id)

@@ -4,26 +4,43 @@
 path, a pty, ``loop://``, ``socket://``); ``hardware.barrier.linkproc.ProcessBarrier``
 runs that same driver in a link process of its own, so that a lane process holding the
 GIL cannot delay the poll. The lane state machine depends only on this module, never on
-how the board is reached.
+how the board is reached nor on its wire protocol: what it sees is the domain picture
+(``BarrierState``) and typed notices from ``hardware.barrier.model``.
 """
 
 from __future__ import annotations
 
 import abc
-import enum
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from hardware.barrier.protocol import (
-    BoardEvent,
-    BoardInfo,
-    BoardStatus,
+from hardware.barrier.model import (
+    BarrierNotice,
+    BarrierState,
+    BeamsChanged,
+    BoardChange,
+    BoardRestarted,
+    Condition,
+    ConditionChanged,
     Door,
-    NakReason,
+    DoorAction,
+    DoorMoved,
+    DoorState,
+    LinkLost,
+    LinkRestored,
     Side,
     Signal,
+    StateRefreshed,
+    ZoneCounted,
 )
+from hardware.barrier.protocol import BoardInfo, NakReason
 from hardware.device import DeviceError, DeviceUnavailable
+
+__all__ = [
+    "Barrier", "BarrierError", "BarrierNotice", "BarrierState", "BeamsChanged", "BoardChange",
+    "BoardInfo", "BoardRestarted", "CommandRejected", "Condition", "ConditionChanged", "Door",
+    "DoorAction", "DoorMoved", "DoorState", "LinkDown", "LinkLost", "LinkRestored",
+    "NoticeHandler", "Side", "Signal", "StateRefreshed", "ZoneCounted",
+]
 
 
 class BarrierError(DeviceError):
@@ -51,22 +68,6 @@ class CommandRejected(BarrierError):
         # The default reduce would call CommandRejected(message) and fail: rebuild it from
         # its fields, so a refusal crosses a process boundary (the link process) intact.
         return (type(self), (self.request, self.reason))
-
-
-class NoticeKind(enum.Enum):
-    EVENT = "event"  # a new (de-duplicated) board event
-    STATUS = "status"  # a fresh STATUS picture (after start, overflow, restart, link up)
-    LINK_DOWN = "link_down"  # retries exhausted or port lost
-    LINK_UP = "link_up"  # the board answers again
-    BOARD_RESTARTED = "board_restarted"  # RESTARTED seen or event ids went backwards
-
-
-@dataclass(frozen=True)
-class BarrierNotice:
-    kind: NoticeKind
-    event: BoardEvent | None = None
-    status: BoardStatus | None = None  # the driver's picture after this notice
-    detail: str = ""
 
 
 NoticeHandler = Callable[[BarrierNotice], None]
@@ -104,8 +105,8 @@ class Barrier(abc.ABC):
 
     @property
     @abc.abstractmethod
-    def status(self) -> BoardStatus | None:
-        """The latest picture of the board (from STATUS replies and events)."""
+    def state(self) -> BarrierState | None:
+        """The latest picture of the board (from its status and its events)."""
 
     @abc.abstractmethod
     def open_door(self, door: Door) -> None: ...
@@ -127,8 +128,8 @@ class Barrier(abc.ABC):
     def info(self) -> BoardInfo: ...
 
     @abc.abstractmethod
-    def refresh_status(self) -> BoardStatus:
-        """Read STATUS from the board now (draining queued events first)."""
+    def refresh_state(self) -> BarrierState:
+        """Read the board's whole picture now (after the changes it has queued)."""
 
     def link_stats(self) -> dict[str, float]:
         """Host-side counters of the link, measured where the port is owned.

@@ -34,10 +34,14 @@ from hardware.barrier.api import (
     Barrier,
     BarrierError,
     BarrierNotice,
+    BarrierState,
+    BoardRestarted,
     CommandRejected,
     LinkDown,
+    LinkLost,
+    LinkRestored,
     NoticeHandler,
-    NoticeKind,
+    StateRefreshed,
 )
 from hardware.barrier.protocol import (
     DEFAULT_ADDRESS,
@@ -292,7 +296,12 @@ class SerialBarrier(Barrier):
 
     @property
     def status(self) -> BoardStatus | None:
+        """The picture in protocol v1's own terms (for wire-level tools and tests)."""
         return self._status
+
+    @property
+    def state(self) -> BarrierState | None:
+        return self._state()
 
     @property
     def board_last_event_id(self) -> int:
@@ -357,6 +366,9 @@ class SerialBarrier(Barrier):
             return self._poll_until_status()
 
         return self._call("refresh STATUS", work)
+
+    def refresh_state(self) -> BarrierState:
+        return self.refresh_status().state()
 
     def _call(self, name: str, work: Callable[[], T]) -> T:
         if threading.current_thread() is self._io_thread:
@@ -514,18 +526,19 @@ class SerialBarrier(Barrier):
         self._log.info("barrier.link_up", firmware=info.firmware, board_serial=info.serial,
                        protocol=info.protocol, watchdog_ms=info.watchdog_ms)
         held, self._held = self._held, None
-        self._publish(NoticeKind.LINK_UP,
-                      detail=f"{info.firmware};{info.serial} protocol {info.protocol}")
+        self._publish(LinkRestored(
+            state=self._state(),
+            detail=f"{info.firmware};{info.serial} protocol {info.protocol}"))
         for notice in held:
-            if notice.kind is not NoticeKind.STATUS:
+            if not isinstance(notice, StateRefreshed):
                 self._notices.put(notice)
-        self._publish(NoticeKind.STATUS)
+        self._publish(StateRefreshed(state=self._state()))
         return True
 
     def _release_held(self, *, keep_status: bool) -> None:
         held, self._held = self._held or [], None
         for notice in held:
-            if keep_status or notice.kind is not NoticeKind.STATUS:
+            if keep_status or not isinstance(notice, StateRefreshed):
                 self._notices.put(notice)
 
     def _set_down(self, detail: str) -> None:
@@ -537,7 +550,7 @@ class SerialBarrier(Barrier):
         if was is not False:
             self.stats.link_downs += 1
             self._log.warning("barrier.link_down", detail=detail)
-            self._publish(NoticeKind.LINK_DOWN, detail=detail)
+            self._publish(LinkLost(state=self._state(), detail=detail))
         self._fail_queued_jobs(f"link down ({detail})")
 
     def _close_port(self) -> None:
@@ -736,7 +749,7 @@ class SerialBarrier(Barrier):
         self.stats.events += 1
         self._status = self._apply_event(self._status, event)
         self._log.info("barrier.event", event_id=eid, code=event.code_name, arg=event.arg)
-        self._publish(NoticeKind.EVENT, event=event)
+        self._publish(event.notice(self._state()))
 
     def _on_status(self, status: BoardStatus) -> None:
         previous = self._status
@@ -763,14 +776,14 @@ class SerialBarrier(Barrier):
         self._status = status
         if self._resync or changed:
             self._resync = False
-            self._publish(NoticeKind.STATUS)
+            self._publish(StateRefreshed(state=self._state()))
 
     def _announce_restart(self, detail: str) -> None:
         self.stats.board_restarts += 1
         self._resync = True
         self._config_due = self._watchdog_ms is not None
         self._log.warning("barrier.board_restarted", detail=detail)
-        self._publish(NoticeKind.BOARD_RESTARTED, detail=detail)
+        self._publish(BoardRestarted(state=self._state(), detail=detail))
 
     @staticmethod
     def _apply_event(status: BoardStatus | None, event: BoardEvent) -> BoardStatus | None:
@@ -810,9 +823,10 @@ class SerialBarrier(Barrier):
 
     # ------------------------------------------------------------------ notices
 
-    def _publish(self, kind: NoticeKind, *, event: BoardEvent | None = None,
-                 detail: str = "") -> None:
-        notice = BarrierNotice(kind=kind, event=event, status=self._status, detail=detail)
+    def _state(self) -> BarrierState | None:
+        return self._status.state() if self._status is not None else None
+
+    def _publish(self, notice: BarrierNotice) -> None:
         if self._held is not None:
             self._held.append(notice)
         else:
@@ -827,4 +841,5 @@ class SerialBarrier(Barrier):
                 try:
                     handler(notice)
                 except Exception:
-                    self._log.exception("barrier.notice_handler_failed", kind=notice.kind.value)
+                    self._log.exception("barrier.notice_handler_failed",
+                                        notice=type(notice).__name__)

@@ -13,14 +13,15 @@ As the lane sees it, nothing changes (``tests/test_linkproc.py`` checks it on tw
 - commands block until the board answered and raise ``CommandRejected`` / ``LinkDown``
   exactly as ``SerialBarrier`` does (the exception itself is carried over, pickled);
   while the link is down they fail at once, without a round trip;
-- notices (EVENT, STATUS, LINK_DOWN, LINK_UP, BOARD_RESTARTED) arrive in the child's
-  order on a notice thread here, so a slow handler delays nothing but other notices;
-- ``status``, ``link_up``, ``link_detail`` and ``board_info`` are mirrored from every
+- notices (``hardware.barrier.model``: board changes, fresh pictures, link lost and
+  restored, board restarted) arrive in the child's order on a notice thread here, so a
+  slow handler delays nothing but other notices;
+- ``state``/``status``, ``link_up``, ``link_detail`` and ``board_info`` are mirrored from every
   message the child sends (each carries the driver's state as it left).
 
 What a process adds, and how it is handled:
 
-- The link process dies (a crash, a kill): the lane gets LINK_DOWN, pending commands end
+- The link process dies (a crash, a kill): the lane gets ``LinkLost``, pending commands end
   in ``LinkDown``, and the process is started again after a bounded back-off
   (``respawn_min_s`` doubling to ``respawn_max_s``). The new driver is handed what this
   side knows of the board (``LinkMemory``: the picture, the newest event id, the recent
@@ -63,9 +64,12 @@ import hardware
 from hardware.barrier.api import (
     Barrier,
     BarrierNotice,
+    BarrierState,
+    BoardChange,
+    BoardRestarted,
     LinkDown,
+    LinkLost,
     NoticeHandler,
-    NoticeKind,
 )
 from hardware.barrier.driver import RECENT_EVENT_IDS, LinkMemory, LinkStats
 from hardware.barrier.linkd import (
@@ -254,7 +258,13 @@ class ProcessBarrier(Barrier):
 
     @property
     def status(self) -> BoardStatus | None:
+        """The picture in protocol v1's own terms (for wire-level tools and tests)."""
         return self._snapshot.status
+
+    @property
+    def state(self) -> BarrierState | None:
+        status = self._snapshot.status
+        return status.state() if status is not None else None
 
     @property
     def board_info(self) -> BoardInfo | None:
@@ -320,6 +330,9 @@ class ProcessBarrier(Barrier):
         status = self._call("refresh STATUS", "refresh_status")
         assert isinstance(status, BoardStatus)
         return status
+
+    def refresh_state(self) -> BarrierState:
+        return self.refresh_status().state()
 
     def _call(self, name: str, method: str, *args: Any) -> Any:
         # As SerialBarrier: the worst case of the jobs queued before this one, each with its
@@ -490,12 +503,12 @@ class ProcessBarrier(Barrier):
         state: an id the child knew but had not forwarded would make the board's resend of
         that event look like ids going backwards, a false restart.
         """
-        if notice.kind is NoticeKind.BOARD_RESTARTED:
+        if isinstance(notice, BoardRestarted):
             self._recent.clear()
-        if notice.status is not None and notice.status.last_event_id:
-            self._board_last_id = notice.status.last_event_id
-        event = notice.event
-        if notice.kind is NoticeKind.EVENT and event is not None:
+        if notice.state is not None and notice.state.last_event_id:
+            self._board_last_id = notice.state.last_event_id
+        if isinstance(notice, BoardChange) and notice.raw:
+            event = BoardEvent.unpack(notice.raw)
             self._board_last_id = event.event_id
             self._recent[event.event_id] = event
             self._recent.move_to_end(event.event_id)
@@ -521,7 +534,8 @@ class ProcessBarrier(Barrier):
         self._fail_pending(detail)
         if was is not False and self._notices is not None:
             self._log.warning("barrier.link_down", detail=detail)
-            self._notices.put(BarrierNotice(NoticeKind.LINK_DOWN, status=status, detail=detail))
+            self._notices.put(LinkLost(state=status.state() if status is not None else None,
+                                       detail=detail))
         self._first_attempt.set()
 
     def _end_child(self, proc: subprocess.Popen[bytes], channel: Channel,
@@ -564,7 +578,7 @@ class ProcessBarrier(Barrier):
                     handler(notice)
                 except Exception:
                     self._log.exception("barrier.notice_handler_failed",
-                                        kind=notice.kind.value)
+                                        notice=type(notice).__name__)
 
 
 def _describe_rc(rc: int | None) -> str:

@@ -13,6 +13,23 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from hardware.barrier.model import (
+    BarrierState,
+    BeamsChanged,
+    BoardChange,
+    Condition,
+    ConditionChanged,
+    Door,
+    DoorAction,
+    DoorMoved,
+    DoorState,
+    Side,
+    Signal,
+    ZoneCounted,
+)
+
+__all__ = ["Door", "DoorAction", "DoorState", "Side", "Signal"]  # re-exported: the v1 codes
+
 SOF = 0xA5
 DEFAULT_ADDRESS = 0x01
 MAX_PAYLOAD = 200
@@ -61,39 +78,6 @@ class NakReason(enum.IntEnum):
     BAD_PAYLOAD = 3
     FAULT_ACTIVE = 4
     NOT_ALLOWED = 5
-
-
-class Door(enum.IntEnum):
-    ENTRY = 1
-    EXIT = 2
-
-
-class DoorAction(enum.IntEnum):
-    CLOSE = 0
-    OPEN = 1
-
-
-class DoorState(enum.IntEnum):
-    CLOSED = 0
-    OPENING = 1
-    OPEN = 2
-    CLOSING = 3
-    BLOCKED = 4
-    JAMMED = 5
-
-
-class Side(enum.IntEnum):
-    ENTRY = 1
-    EXIT = 2
-
-
-class Signal(enum.IntEnum):
-    OFF = 0
-    GREEN_ARROW = 1
-    RED_CROSS = 2
-    WAIT = 3
-    OFFICER_CALLED = 4
-    OUT_OF_SERVICE = 5
 
 
 class Beam(enum.IntFlag):
@@ -278,6 +262,14 @@ class BoardStatus:
     def door(self, door: Door) -> DoorState:
         return self.entry if door is Door.ENTRY else self.exit
 
+    def state(self) -> BarrierState:
+        """This STATUS in the lane's terms."""
+        return BarrierState(
+            entry=self.entry, exit=self.exit, zone_count=self.zone_count,
+            entry_beam=bool(self.beams & Beam.ENTRY), exit_beam=bool(self.beams & Beam.EXIT),
+            conditions=frozenset(c for c in Condition if self.flags & Flag[c.name]),
+            last_event_id=self.last_event_id)
+
 
 @dataclass(frozen=True, slots=True)
 class BoardEvent:
@@ -305,6 +297,45 @@ class BoardEvent:
     def door_state(self) -> tuple[Door, DoorState]:
         """For DOOR_STATE events: which door and its new state."""
         return Door(self.arg >> 4), DoorState(self.arg & 0x0F)
+
+    def notice(self, state: BarrierState | None) -> BoardChange:
+        """This event in the lane's terms, with ``state`` the picture after it.
+
+        An argument out of range (or a code this host does not know) still makes a
+        notice, a plain ``BoardChange``: the next STATUS corrects the picture.
+        """
+        eid, raw, name = self.event_id, self.pack(), self.code_name
+        code, arg = self.code, self.arg
+        try:
+            if code == EventCode.DOOR_STATE:
+                door, position = self.door_state()
+                return DoorMoved(door=door, position=position, state=state, event_id=eid,
+                                 raw=raw, name=name)
+            if code == EventCode.ZONE_COUNT:
+                return ZoneCounted(count=arg, state=state, event_id=eid, raw=raw, name=name)
+            if code == EventCode.BEAMS:
+                return BeamsChanged(entry=bool(arg & Beam.ENTRY), exit=bool(arg & Beam.EXIT),
+                                    state=state, event_id=eid, raw=raw, name=name)
+        except ValueError:
+            pass
+        else:
+            if code in _CONDITION_EVENTS:
+                condition, raised = _CONDITION_EVENTS[code]
+                return ConditionChanged(condition=condition,
+                                        raised=bool(arg) if raised is None else raised,
+                                        state=state, event_id=eid, raw=raw, name=name)
+        return BoardChange(state=state, event_id=eid, raw=raw, name=name)
+
+
+#: Condition events: the condition and whether it is raised (None: the arg says, 1 = on).
+_CONDITION_EVENTS: dict[int, tuple[Condition, bool | None]] = {
+    EventCode.EMERGENCY_ON: (Condition.EMERGENCY, True),
+    EventCode.EMERGENCY_OFF: (Condition.EMERGENCY, False),
+    EventCode.WATCHDOG_TRIPPED: (Condition.WATCHDOG, True),
+    EventCode.TAMPER: (Condition.TAMPER, None),
+    EventCode.POWER: (Condition.ON_UPS, None),
+    EventCode.MAINTENANCE_KEY: (Condition.MAINTENANCE_KEY, None),
+}
 
 
 @dataclass(frozen=True, slots=True)
