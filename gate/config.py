@@ -2,13 +2,16 @@
 
 Known sections are checked strictly (a misspelt key is an error, not a silent default),
 because a lane that runs with the wrong timeout is worse than one that refuses to start.
-Sections this module does not know (``[document]``, ``[face]``, ...) belong to other
-stages: they are kept, unchecked, in ``LaneConfig.sections``.
+Every key is declared with its type, range and unit (:func:`gate.schema.setting`), and one
+reader checks them all: typed, finite, in range. Sections this module does not know
+(``[document]``, ``[face]``, ...) belong to the stages, which declare and check them the
+same way (``DocumentPolicy.from_dict``, ``FaceConfig.from_mapping``); they are kept as they
+are in ``LaneConfig.sections`` (``gate.service.stage_settings`` checks them without loading
+a model).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -17,28 +20,36 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from gate import schema
+from gate.schema import ConfigError, setting
 
-class ConfigError(ValueError):
-    """The lane's configuration file is wrong; the message says where and how."""
+__all__ = ["ConfigError", "LaneConfig", "load_config", "parse_config"]
+
+#: The longest any waiting state may last (seconds): a longer timeout is a typo, and a
+#: lane must never hold a door open, or a traveller in the zone, for longer unattended.
+MAX_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
 class Timeouts:
     """Seconds each waiting state may last before the lane gives up on it."""
 
-    reading_document: float = 10.0
-    admitting: float = 20.0
-    closing_entry: float = 15.0
-    capturing_face: float = 15.0
-    verifying: float = 10.0
-    releasing: float = 20.0
-    closing_exit: float = 15.0
-    rejected: float = 60.0
-    closing_rejected: float = 15.0
-    recovering: float = 15.0
-    out_of_service_retry: float = 0.5  # how often an out-of-service lane re-checks its causes
-    red_cross_hold: float = 3.0  # how long the red cross stays after a rejected document
-    obstructed_doorway: float = 3.0  # then an (obstruction-safe) close is tried anyway
+    reading_document: float = setting(10.0, above=0, high=MAX_TIMEOUT_S, unit="seconds")
+    admitting: float = setting(20.0, above=0, high=MAX_TIMEOUT_S, unit="seconds")
+    closing_entry: float = setting(15.0, above=0, high=MAX_TIMEOUT_S, unit="seconds")
+    capturing_face: float = setting(15.0, above=0, high=MAX_TIMEOUT_S, unit="seconds")
+    verifying: float = setting(10.0, above=0, high=MAX_TIMEOUT_S, unit="seconds")
+    releasing: float = setting(20.0, above=0, high=MAX_TIMEOUT_S, unit="seconds")
+    closing_exit: float = setting(15.0, above=0, high=MAX_TIMEOUT_S, unit="seconds")
+    rejected: float = setting(60.0, above=0, high=MAX_TIMEOUT_S, unit="seconds")
+    closing_rejected: float = setting(15.0, above=0, high=MAX_TIMEOUT_S, unit="seconds")
+    recovering: float = setting(15.0, above=0, high=MAX_TIMEOUT_S, unit="seconds")
+    # how often an out-of-service lane re-checks its causes
+    out_of_service_retry: float = setting(0.5, low=0.05, high=60.0, unit="seconds")
+    # how long the red cross stays after a rejected document
+    red_cross_hold: float = setting(3.0, above=0, high=60.0, unit="seconds")
+    # then an (obstruction-safe) close is tried anyway
+    obstructed_doorway: float = setting(3.0, above=0, high=60.0, unit="seconds")
 
     def for_state(self, state: str) -> float | None:
         value = getattr(self, state, None)
@@ -49,9 +60,12 @@ class Timeouts:
 class Devices:
     """Every device is a URL; the lane never asks which kind it got."""
 
-    barrier: str = "sim"  # "sim", "sim?speed=10", "serial:///dev/ttyUSB0", any pyserial URL
-    camera: str = ""  # lane camera: 0, /dev/video0, rtsp://…, http://…/stream.mjpg, file:…
-    documents: str = ""  # document camera (same kinds) or folder:/path of a full-page reader
+    # "sim", "sim?speed=10", "serial:///dev/ttyUSB0", any pyserial URL
+    barrier: str = setting("sim")
+    # lane camera: 0, /dev/video0, rtsp://…, http://…/stream.mjpg, file:…
+    camera: str = setting("")
+    # document camera (same kinds) or folder:/path of a full-page reader
+    documents: str = setting("")
 
 
 def default_state_dir() -> Path:
@@ -70,38 +84,43 @@ class Cases:
     """Where the lane's cases go: a durable spool on the lane PC, flushed to the store the
     officers' review reads. Empty values take the defaults under the state directory."""
 
-    store: str = ""  # sqlite:///PATH or postgresql://…; default STATE/review.sqlite3
-    spool: str = ""  # folder; default STATE/spool/LANE_ID
-    key_file: str = ""  # AES-256 image key; default STATE/review.key (created if missing)
+    store: str = setting("")  # sqlite:///PATH or postgresql://…; default STATE/review.sqlite3
+    spool: str = setting("")  # folder; default STATE/spool/LANE_ID
+    key_file: str = setting("")  # AES-256 image key; default STATE/review.key (created if missing)
 
 
 @dataclass(frozen=True)
 class Metrics:
-    listen: str = "127.0.0.1:9464"  # /healthz and /metrics; "" switches them off
+    listen: str = setting("127.0.0.1:9464")  # /healthz and /metrics; "" switches them off
 
 
 @dataclass(frozen=True)
 class BarrierLink:
     """Host driver settings; the protocol's own defaults unless a site needs otherwise."""
 
-    address: int = 1
-    watchdog_ms: int = 0  # 0: leave the board's setting alone
-    reply_timeout_s: float = 0.1
-    retries: int = 3
-    poll_interval_s: float = 0.1
+    address: int = setting(1, low=0, high=255)
+    # 0: leave the board's setting alone
+    watchdog_ms: int = setting(0, low=200, high=10000, also=(0,), unit="ms")
+    reply_timeout_s: float = setting(0.1, low=0.02, high=1.0, unit="seconds")
+    retries: int = setting(3, low=0, high=10)
+    # the contract: a request at least every 250 ms
+    poll_interval_s: float = setting(0.1, low=0.02, high=0.2, unit="seconds")
 
 
 @dataclass(frozen=True)
 class Policy:
-    stop_admitting_on_mains_loss: bool = True  # a passage under way still finishes
-    reset_faults_automatically: bool = True  # watchdog/jam cleared by the lane once safe
-    capture_while_closing: bool = True  # start the face capture as ENTRY closes (frames only)
+    stop_admitting_on_mains_loss: bool = setting(True)  # a passage under way still finishes
+    reset_faults_automatically: bool = setting(True)  # watchdog/jam cleared by the lane once safe
+    capture_while_closing: bool = setting(True)  # start the face capture as ENTRY closes
+
+
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 @dataclass(frozen=True)
 class LoggingConfig:
-    level: str = "INFO"
-    json: bool = True
+    level: str = setting("INFO", choices=_LEVELS, item=str.upper)
+    json: bool = setting(True)
 
 
 @dataclass(frozen=True)
@@ -121,36 +140,11 @@ class LaneConfig:
     source: str = ""  # the file it came from, for messages
 
 
-_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
-
 def _section(cls: type, name: str, raw: object, origin: str) -> Any:
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{origin}: [{name}] must be a table")
-    known = {f.name: f for f in fields(cls)}
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in known:
-            raise ConfigError(
-                f"{origin}: unknown key {key!r} in [{name}]; known: {', '.join(sorted(known))}")
-        default = getattr(cls(), key)
-        if isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(default, float):
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-            value = float(value) if ok else value
-            if ok and not math.isfinite(value):
-                raise ConfigError(f"{origin}: [{name}] {key} must be a finite number, "
-                                  f"got {value!r}")
-        elif isinstance(default, int):
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        else:
-            ok = isinstance(value, type(default))
-        if not ok:
-            raise ConfigError(f"{origin}: [{name}] {key} must be {type(default).__name__}, "
-                              f"got {type(value).__name__} {value!r}")
-        values[key] = value
-    return cls(**values)
+    try:
+        return schema.load(cls, raw, name)
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from exc
 
 
 def _check_barrier_url(url: str, origin: str) -> None:
@@ -176,24 +170,9 @@ def parse_config(data: Mapping[str, Any], origin: str = "<config>") -> LaneConfi
     devices = _section(Devices, "devices", data.get("devices", {}), origin)
     _check_barrier_url(devices.barrier, origin)
     barrier = _section(BarrierLink, "barrier", data.get("barrier", {}), origin)
-    if not 0 <= barrier.address <= 255:
-        raise ConfigError(f"{origin}: [barrier] address must be 0..255")
-    if barrier.watchdog_ms and not 200 <= barrier.watchdog_ms <= 10000:
-        raise ConfigError(f"{origin}: [barrier] watchdog_ms must be 0 or 200..10000")
-    if not 0 <= barrier.retries <= 10:
-        raise ConfigError(f"{origin}: [barrier] retries must be 0..10")
-    if not 0.02 <= barrier.poll_interval_s <= 0.2:  # the contract: a request every 250 ms
-        raise ConfigError(f"{origin}: [barrier] poll_interval_s must be 0.02..0.2 seconds")
-    if not 0.02 <= barrier.reply_timeout_s <= 1.0:
-        raise ConfigError(f"{origin}: [barrier] reply_timeout_s must be 0.02..1.0 seconds")
     timeouts = _section(Timeouts, "timeouts", data.get("timeouts", {}), origin)
-    for f in fields(Timeouts):
-        if getattr(timeouts, f.name) <= 0:
-            raise ConfigError(f"{origin}: [timeouts] {f.name} must be > 0 seconds")
     policy = _section(Policy, "policy", data.get("policy", {}), origin)
     logging_ = _section(LoggingConfig, "logging", data.get("logging", {}), origin)
-    if logging_.level.upper() not in _LEVELS:
-        raise ConfigError(f"{origin}: [logging] level must be one of {', '.join(_LEVELS)}")
     cases = _section(Cases, "cases", data.get("cases", {}), origin)
     metrics = _section(Metrics, "metrics", data.get("metrics", {}), origin)
     own = {"lane", "devices", "barrier", "timeouts", "policy", "logging", "cases", "metrics"}
