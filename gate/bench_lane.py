@@ -111,7 +111,8 @@ def one_life(passages: int, hogs: int, speed: float) -> dict[str, Any]:
             config = folder / "lane.toml"
             config.write_text(
                 f'[lane]\nid = "bench"\n[devices]\nbarrier = "{board}"\ncamera = "{camera}"\n'
-                f'documents = "{reader}"\n[metrics]\nlisten = ""\n[face]\ngpu = "off"\n')
+                f'documents = "{reader}"\n[metrics]\nlisten = ""\n[face]\ngpu = "off"\n'
+                '[document]\nallow_specimen = true\n')  # the simulator's pages: some are UTO
             t0 = time.monotonic()
             lane = subprocess.Popen([*GATE, "run", "--config", str(config)],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -81,6 +81,10 @@ def _document() -> list[Reason]:
         r("EXPIRY_UNKNOWN", "no valid expiry date, so validity cannot be judged"),
         r("EXPIRED", "the document has expired"),
         r("EXPIRES_SOON", "the document expires within the lane's minimum validity"),
+        r("EXPIRY_IMPLAUSIBLE", "the expiry is later than any passport runs (10 years and "
+          "a margin): misread or forged"),
+        r("SPECIMEN_DOCUMENT", "issued by or for UTO, the ICAO specimen state: no travel "
+          "document"),
         r("AGE_UNKNOWN", "no valid date of birth, so the minimum age cannot be judged"),
         r("UNDER_MINIMUM_AGE", "the holder is under this lane's minimum age"),
         r("NATIONALITY_NOT_ALLOWED", "this lane does not serve the holder's nationality"),

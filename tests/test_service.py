@@ -119,7 +119,9 @@ def write_config(path: Path, board: str, camera: str, documents: str, store: str
     path.write_text(
         f'[lane]\nid = "t-1"\n\n[devices]\nbarrier = "{board}"\ncamera = "{camera}"\n'
         f'documents = "{documents}"\n\n[cases]\nstore = "{store}"\n\n'
-        f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n\n[face]\ngpu = "off"\n')
+        f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n\n[face]\ngpu = "off"\n'
+        # the simulated reader prints some pages for UTO, the specimen state
+        '\n[document]\nallow_specimen = true\n')
     return path
 
 

@@ -30,6 +30,11 @@ from gate.simlane.scenario import TravellerSpec
 #: quicker, so the system time measured for a passing traveller is the production one.
 SIM_CAPTURE: dict[str, float] = {"window_s": 4.0, "camera_timeout_s": 1.0}
 
+#: The simulator prints some pages for UTO, the ICAO specimen state, which a lane refuses
+#: unless told (SPECIMEN_DOCUMENT): the sim lane is told, a lane file's own [document]
+#: section may still say otherwise.
+SIM_DOCUMENT: dict[str, object] = {"allow_specimen": True}
+
 #: What the lane camera shows while nobody is inside.
 EMPTY_SCENE = "no_face"
 
@@ -89,7 +94,8 @@ class SimLaneDevices:
             face = {"gpu": options.gpu, **dict(options.face)}
             capture = dict(face.get("capture", {}))
             face["capture"] = {**SIM_CAPTURE, **capture}
-            config = LaneConfig(sections={"document": dict(options.document), "face": face})
+            document = {**SIM_DOCUMENT, **dict(options.document)}
+            config = LaneConfig(sections={"document": document, "face": face})
             try:
                 self.stages: Stages = build_stages(config, self.camera)
             except Exception as exc:
