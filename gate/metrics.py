@@ -39,6 +39,7 @@ from prometheus_client.core import (
 )
 
 from gate.lane import OVERLAY_STATES, STATES, Outcome, PassageRecord, StateChange
+from gate.schema import ConfigWarning
 from hardware.device import DeviceHealth
 
 #: The exposition format ``generate_latest`` writes (the one every Prometheus reads).
@@ -161,6 +162,11 @@ class LaneMetrics:
                                     (*lane, "dest"), registry=r)
         Gauge("egate_process_start_time_seconds", "When the lane service started (UNIX s).",
               lane, registry=r).labels(lane_id).set(_process_start_time())
+        self._config_warning = Gauge(
+            "egate_config_warning", "1 for each setting the lane runs with that weakens a "
+            "check (config.threshold_below_calibrated: a face threshold less strict than "
+            "the calibrated one).", (*lane, "warning"), registry=r)
+        self._warnings: tuple[ConfigWarning, ...] = ()
         # Zeros from the start: a rate() over a series that appears late misses its first
         # increments, and an absent outcome is not the same as none.
         for outcome in Outcome:
@@ -189,6 +195,14 @@ class LaneMetrics:
         """A device whose health is shown (``egate_device_up``) and counts for /healthz."""
         with self._lock:
             self._devices[name] = health
+
+    def set_config_warnings(self, warnings: Iterable[ConfigWarning]) -> None:
+        """Settings the lane runs with that weaken a check: on /metrics and /healthz."""
+        warnings = tuple(warnings)
+        with self._lock:
+            self._warnings = warnings
+        for warning in warnings:
+            self._config_warning.labels(self.lane_id, _code(warning.code)).set(1)
 
     def set_link_stats(self, fn: Callable[[], Mapping[str, float]]) -> None:
         """Where the board link's counters come from (the driver's ``link_stats()``)."""
@@ -306,6 +320,8 @@ class LaneMetrics:
         """
         state = self.state
         devices = self.device_health()
+        with self._lock:
+            warnings = self._warnings
         in_service = (state is not None and state not in OVERLAY_STATES
                       and all(h.ok for h in devices.values()))
         return {
@@ -316,6 +332,8 @@ class LaneMetrics:
                         for name, h in devices.items()},
             "link_up": self._link_up(),
             "seconds_since_last_passage": self.seconds_since_last_passage(),
+            "config_warnings": [{"code": _code(w.code), "message": w.message}
+                                for w in warnings],
         }
 
 

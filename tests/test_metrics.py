@@ -241,7 +241,8 @@ def test_healthz_is_503_when_a_device_goes_bad(metrics: LaneMetrics,
     assert body == {"lane": LANE, "state": "idle", "in_service": True,
                     "devices": {"camera": {"ok": True, "reason": ""},
                                 "documents": {"ok": True, "reason": ""}},
-                    "link_up": True, "seconds_since_last_passage": None}
+                    "link_up": True, "seconds_since_last_passage": None,
+                    "config_warnings": []}
     assert value(scrape(server), "egate_device_up", device="camera") == 1
 
     camera = DeviceHealth.bad("CAMERA_UNAVAILABLE", "/dev/video0 gone")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 import threading
@@ -27,19 +28,31 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--check", action="store_true",
                    help="validate the configuration, open every device once, exit 0/1")
     p.add_argument("--json", action="store_true", help="--check: print the report as JSON")
-    p.add_argument("--drain-s", type=float, default=None, metavar="S",
-                   help="on stop, how long a passage under way may finish (default 20)")
+    p.add_argument("--drain-s", type=_drain_s, default=None, metavar="S",
+                   help="on stop, how long a passage under way may finish (default 20, "
+                        "at most 600)")
     p.set_defaults(func=run)
+
+
+def _drain_s(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from exc
+    if not (math.isfinite(value) and 0 <= value <= 600):
+        raise argparse.ArgumentTypeError(f"{text} must be 0..600 seconds")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
     from gate.config import ConfigError, load_config
     from gate.logsetup import configure_logging
-    from gate.service import DRAIN_S, LaneService, ServiceError, check_lane
+    from gate.service import DRAIN_S, LaneService, ServiceError, check_lane, stage_settings
 
     try:
         config = load_config(args.config)
         configure_logging(config.logging.level, json=config.logging.json)
+        stage_settings(config, production=True)  # [document], [face]: before any device
     except (ConfigError, ValueError) as exc:
         print(f"gate run: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -53,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(report.to_json()))
         else:
             for result in report.results:
-                print(f"{'OK  ' if result.ok else 'FAIL'} {result.name:<11} {result.detail}")
+                mark = "FAIL" if not result.ok else "WARN" if result.warning else "OK  "
+                print(f"{mark} {result.name:<11} {result.detail}")
         return EXIT_OK if report.ok else EXIT_DEVICE
 
     stop = threading.Event()

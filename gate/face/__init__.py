@@ -14,54 +14,53 @@ opened and watched for health by whoever assembles the lane, and handed in here.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any
 
+from gate import schema
 from gate.face.capture import CaptureSettings, LiveFaceCapture
-from gate.face.quality import QualitySettings
 from gate.face.verify import FaceMatch, PresentationAttackCheck
+from gate.schema import ConfigError, setting
 from hardware.camera import Camera
-from models.face import load_face_model
+from models.face import ALIGNERS, MMOD_PYRAMIDS, load_face_model
 from models.pack import DEFAULT_PACK
 from models.runtime import GPU_POLICIES, RuntimeSettings
+
+DETECTORS = ("hog", "mmod")
 
 
 @dataclass(frozen=True)
 class FaceConfig:
-    pack: str = DEFAULT_PACK  # pack id (built/cached) or a pack folder
-    gpu: str = "preferred"  # required | preferred | off
-    device_id: int = 0
-    tensorrt: bool = False
-    detector: str = "hog"  # hog | mmod (dlib pack)
-    detect_width: int = 640  # long side of the frame as the detector sees it
-    aligner: str = "dlib"  # dlib (get_face_chip on the BGR frame) | opencv (models.chip)
-    mmod_pyramid: str = "auto"  # auto (graph on a GPU) | opencv | graph
-    camera_size: tuple[int, int] = (1280, 720)  # width, height: the shape the GPU graph fits
-    target_fmr: float = 1e-3
-    threshold: float | None = None  # overrides the calibrated threshold when set
-    capture: CaptureSettings = field(default_factory=CaptureSettings)
+    """The lane's ``[face]`` table; every key declared with its type and range."""
+
+    pack: str = setting(DEFAULT_PACK, nonempty=True)  # pack id (built/cached) or a pack folder
+    gpu: str = setting("preferred", choices=GPU_POLICIES)  # required | preferred | off
+    device_id: int = setting(0, low=0, high=63)
+    tensorrt: bool = setting(False)
+    detector: str = setting("hog", choices=DETECTORS)  # hog | mmod (dlib pack)
+    # long side of the frame as the detector sees it
+    detect_width: int = setting(640, low=160, high=4096, unit="px")
+    # dlib (get_face_chip on the BGR frame) | opencv (models.chip)
+    aligner: str = setting("dlib", choices=ALIGNERS)
+    mmod_pyramid: str = setting("auto", choices=MMOD_PYRAMIDS)  # auto (graph on a GPU) | ...
+    # width, height: the shape the GPU graph fits
+    camera_size: tuple[int, int] = setting((1280, 720), low=16, high=8192, unit="px")
+    # the false-match rate the calibrated threshold is chosen for
+    target_fmr: float = setting(1e-3, low=1e-6, high=1e-2)
+    # overrides the calibrated threshold when set; a score is at most 1 (identical faces),
+    # and a threshold at or below 0 would match nearly anybody. Less strict than the
+    # calibrated one for target_fmr: a warning (config.threshold_below_calibrated)
+    threshold: float | None = setting(None, above=0.0, high=1.0)
+    capture: CaptureSettings = setting(factory=CaptureSettings)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> FaceConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if "camera" in unknown:
-            raise ValueError("face.camera is no longer a face setting: the lane camera is "
-                             "a device, set it as [devices] camera")
-        if unknown:
-            raise ValueError(f"unknown face settings: {sorted(unknown)}")
-        kwargs = dict(data)
-        if isinstance(kwargs.get("capture"), Mapping):
-            cap = dict(kwargs["capture"])
-            if isinstance(cap.get("quality"), Mapping):
-                cap["quality"] = QualitySettings(**cap["quality"])
-            kwargs["capture"] = CaptureSettings(**cap)
-        if "camera_size" in kwargs:
-            kwargs["camera_size"] = tuple(int(v) for v in kwargs["camera_size"])
-        config = cls(**kwargs)
-        if config.gpu not in GPU_POLICIES:
-            raise ValueError(f"face.gpu must be one of {GPU_POLICIES}")
-        return config
+        """From a TOML ``[face]`` table; unknown keys, wrong types and values out of range
+        are a :class:`gate.schema.ConfigError` naming the key."""
+        if "camera" in data:
+            raise ConfigError("face.camera is no longer a face setting: the lane camera is "
+                              "a device, set it as [devices] camera")
+        return schema.load(cls, data, "face")
 
 
 def face_stage(config: FaceConfig, camera: Camera, pad: PresentationAttackCheck | None = None

@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import structlog
@@ -27,6 +27,7 @@ from gate.face.quality import (
     QualitySettings,
     assess,
 )
+from gate.schema import setting
 from gate.stages import CaptureOutcome, Guidance
 from hardware.camera import Camera
 from models.face import FaceModel
@@ -41,11 +42,15 @@ CAPTURING = "CAPTURING"  # guidance while good frames are being collected
 
 @dataclass(frozen=True)
 class CaptureSettings:
-    window_s: float = 10.0  # give up after this long: FACE_NOT_CAPTURED
-    settle_s: float = 0.6  # after the first good frame, keep looking this long for better
-    best_frames: int = 3
-    camera_timeout_s: float = 2.0  # no frame for this long (or camera unhealthy): CAMERA_FAILED
-    quality: QualitySettings = field(default_factory=QualitySettings)
+    # give up after this long: FACE_NOT_CAPTURED
+    window_s: float = setting(10.0, above=0, high=60.0, unit="seconds")
+    # after the first good frame, keep looking this long for better
+    settle_s: float = setting(0.6, low=0, high=10.0, unit="seconds")
+    # frames kept for verification (a case holds at most 5 live frames)
+    best_frames: int = setting(3, low=1, high=5)
+    # no frame for this long (or camera unhealthy): CAMERA_FAILED
+    camera_timeout_s: float = setting(2.0, above=0, high=30.0, unit="seconds")
+    quality: QualitySettings = setting(factory=QualitySettings)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from gate.schema import setting
 from models.face import DetectedFace
 
 #: guidance keys, in the order a traveller should fix them
@@ -28,16 +29,27 @@ UNCOVER_EYES = "UNCOVER_EYES"
 
 @dataclass(frozen=True)
 class QualitySettings:
-    min_eye_distance_px: float = 40.0  # ICAO asks ≥ 60 for stored images; live may be less
-    max_face_fraction: float = 0.8  # face wider than this share of the frame: too close
-    max_yaw: float = 0.3  # nose offset from the eye midpoint / eye distance
-    max_roll_deg: float = 30.0  # alignment undoes roll; beyond this detection fails
-    pitch_range: tuple[float, float] = (0.4, 1.4)  # nose drop below the eyes / eye distance
-    min_sharpness: float = 60.0  # variance of the Laplacian on a 128-px-wide face crop
-    exposure_range: tuple[float, float] = (55.0, 210.0)  # mean grey level of the face
-    max_clipped: float = 0.15  # share of face pixels at 0–5 or 250–255
-    min_eye_contrast: float = 0.3  # std of eye patches / std of the face
-    other_face_fraction: float = 0.5  # a second face this big (vs the first) is a tailgater
+    # ICAO asks ≥ 60 for stored images; live may be less
+    min_eye_distance_px: float = setting(40.0, low=10, high=1000, unit="px")
+    # face wider than this share of the frame: too close
+    max_face_fraction: float = setting(0.8, above=0, high=1.0)
+    # nose offset from the eye midpoint / eye distance
+    max_yaw: float = setting(0.3, above=0, high=2.0)
+    # alignment undoes roll; beyond this detection fails
+    max_roll_deg: float = setting(30.0, above=0, high=90.0, unit="degrees")
+    # nose drop below the eyes / eye distance
+    pitch_range: tuple[float, float] = setting((0.4, 1.4), low=0, high=5.0, ordered=True)
+    # variance of the Laplacian on a 128-px-wide face crop
+    min_sharpness: float = setting(60.0, low=0, high=10000.0)
+    # mean grey level of the face
+    exposure_range: tuple[float, float] = setting((55.0, 210.0), low=0, high=255.0,
+                                                  ordered=True)
+    # share of face pixels at 0–5 or 250–255
+    max_clipped: float = setting(0.15, low=0, high=1.0)
+    # std of eye patches / std of the face
+    min_eye_contrast: float = setting(0.3, low=0, high=10.0)
+    # a second face this big (vs the first) is a tailgater
+    other_face_fraction: float = setting(0.5, above=0, high=1.0)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,14 @@ that measured the false-match rate of this pack against score, stored beside the
 as ``calibration.json`` keyed by target FMR. Without a calibration the pack's own default
 is used and the decision record says so (``threshold_source = "pack-default"``).
 
+An explicit ``[face] threshold`` less strict than the calibrated one for the configured
+target FMR lets more impostors through than the lane was calibrated for: it is kept (a
+site may have its reasons) but never silently — :class:`FaceMatch` logs
+``config.threshold_below_calibrated`` with both numbers, holds it in ``config_warnings``
+(the lane service shows it on ``/healthz`` and ``/metrics``) and writes both numbers into
+every decision record; ``gate run --check`` shows it without loading the model
+(:func:`check_pack_threshold`).
+
 Presentation-attack detection (PAD) plugs in at :class:`PresentationAttackCheck`; until
 one is configured, the record says ``pad.checked = False`` so an auditor sees it.
 """
@@ -14,11 +22,13 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import structlog
 
+from gate.schema import ConfigWarning
 from gate.stages import CaptureOutcome, DocumentOutcome, MatchDecision
 from models.face import DetectedFace, FaceModel
 
@@ -48,17 +58,80 @@ def fmr_key(target_fmr: float) -> str:
     return f"{target_fmr:.0e}"
 
 
+def calibrated_threshold(calibration: Mapping[str, Any] | None, pack_hash: str | None,
+                         target_fmr: float) -> float | None:
+    """The calibration's threshold for ``target_fmr``, if it was made for this pack
+    (``pack_hash`` None: not known yet, the calibration is taken at its word)."""
+    if not calibration or (pack_hash is not None
+                           and calibration.get("pack_hash") != pack_hash):
+        return None
+    t = calibration.get("thresholds", {}).get(fmr_key(target_fmr))
+    return None if t is None else float(t)
+
+
 def resolve_threshold(model: FaceModel, target_fmr: float, threshold: float | None
                       ) -> tuple[float, str]:
     """Explicit setting > calibration for this FMR and this pack > the pack's default."""
     if threshold is not None:
         return float(threshold), "configured"
     cal = model.calibration
-    if cal and cal.get("pack_hash") == model.pack_hash:
-        t = cal.get("thresholds", {}).get(fmr_key(target_fmr))
-        if t is not None:
-            return float(t), f"calibration:{cal.get('pairs', '?')}"
+    t = calibrated_threshold(cal, model.pack_hash, target_fmr)
+    if t is not None and cal is not None:
+        return t, f"calibration:{cal.get('pairs', '?')}"
     return model.default_threshold, "pack-default"
+
+
+THRESHOLD_WARNING = "config.threshold_below_calibrated"
+
+
+def threshold_warning(threshold: float | None, calibrated: float | None, target_fmr: float,
+                      pack: str) -> ConfigWarning | None:
+    """A warning when an explicit threshold is less strict than the calibrated one."""
+    if threshold is None or calibrated is None or threshold >= calibrated:
+        return None
+    return ConfigWarning(
+        THRESHOLD_WARNING,
+        f"[face] threshold {threshold:g} is less strict than the calibrated {calibrated:g} "
+        f"for target FMR {fmr_key(target_fmr)} (pack {pack}): more impostors match than "
+        "the lane was calibrated for",
+        {"threshold": threshold, "calibrated": calibrated, "target_fmr": target_fmr,
+         "pack": pack})
+
+
+def check_pack_threshold(pack: str, target_fmr: float, threshold: float | None
+                         ) -> tuple[str, ConfigWarning | None]:
+    """For ``gate run --check``: the threshold the lane will use and, if it is less strict
+    than the calibrated one, the warning — from the pack's files, without loading it."""
+    from models.pack import (
+        SHIPPED_CALIBRATIONS,
+        PackError,
+        cache_root,
+        read_calibration,
+        read_manifest,
+    )
+
+    folder = Path(pack) if Path(pack).is_dir() else cache_root() / pack
+    pack_hash: str | None = None
+    calibration: dict[str, Any] | None = None
+    if folder.is_dir():
+        try:
+            pack_hash = read_manifest(folder).pack_hash
+        except (PackError, KeyError, OSError):
+            pack_hash = None
+        calibration = read_calibration(folder)
+    elif (SHIPPED_CALIBRATIONS / f"{pack}.json").is_file():  # not built yet: the shipped one
+        calibration = read_calibration(SHIPPED_CALIBRATIONS / pack)
+    calibrated = calibrated_threshold(calibration, pack_hash, target_fmr)
+    where = f"pack {pack}, target FMR {fmr_key(target_fmr)}"
+    warning = threshold_warning(threshold, calibrated, target_fmr, pack)
+    if warning is not None:
+        return warning.message, warning
+    if threshold is not None:
+        known = f"calibrated {calibrated:g}" if calibrated is not None else "no calibration"
+        return f"threshold {threshold:g} configured ({known}; {where})", None
+    if calibrated is not None:
+        return f"threshold {calibrated:g} from the calibration ({where})", None
+    return f"no calibration for {where}: the pack's default threshold", None
 
 
 def _box_from_quality(q: Mapping[str, float]) -> tuple[float, float, float, float] | None:
@@ -77,7 +150,22 @@ class FaceMatch:
         self.model = model
         self.target_fmr = target_fmr
         self.threshold, self.threshold_source = resolve_threshold(model, target_fmr, threshold)
+        self.calibrated_threshold = calibrated_threshold(model.calibration, model.pack_hash,
+                                                         target_fmr)
         self.pad = pad
+        warning = threshold_warning(threshold, self.calibrated_threshold, target_fmr,
+                                    model.pack_id)
+        #: what an officer or maintainer must be shown about this configuration
+        self.config_warnings: tuple[ConfigWarning, ...] = () if warning is None else (warning,)
+        if warning is not None:
+            log.warning(warning.code, **warning.values, message=warning.message)
+
+    def _base_record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"pack": self.model.pack_id, "target_fmr": self.target_fmr}
+        if self.config_warnings:  # the case's evidence says the lane ran below calibration
+            record["threshold_below_calibrated"] = {
+                "threshold": self.threshold, "calibrated": self.calibrated_threshold}
+        return record
 
     def _embed_largest(self, image: np.ndarray, box: tuple[float, float, float, float] | None,
                        timings: dict[str, float]) -> np.ndarray | None:
@@ -113,8 +201,8 @@ class FaceMatch:
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
         record: dict[str, Any] = {
-            "pack": self.model.pack_id, "pack_hash": self.model.pack_hash,
-            "provider": self.model.provider, "target_fmr": self.target_fmr,
+            **self._base_record(), "pack_hash": self.model.pack_hash,
+            "provider": self.model.provider,
             "threshold_source": self.threshold_source, "live_quality": list(live_quality),
         }
         ref = self._embed_largest(reference, None, timings)
@@ -150,12 +238,10 @@ class FaceMatch:
     def verify(self, document: DocumentOutcome, capture: CaptureOutcome) -> MatchDecision:
         if document.portrait is None:
             return self._decide(False, float("nan"), (NO_FACE_IN_DOCUMENT,),
-                                {"pack": self.model.pack_id, "target_fmr": self.target_fmr},
-                                {}, time.perf_counter())
+                                self._base_record(), {}, time.perf_counter())
         if not capture.ok or not capture.frames:
             return self._decide(False, float("nan"), (NO_FACE_IN_LIVE,),
-                                {"pack": self.model.pack_id, "target_fmr": self.target_fmr},
-                                {}, time.perf_counter())
+                                self._base_record(), {}, time.perf_counter())
         photo = document.mrz.get("photo") or {}
         found = photo.get("face_box") if isinstance(photo, Mapping) else None
         box = None
