@@ -46,6 +46,7 @@ from typing import Any
 import cv2
 
 from sim.camera import SCENES, render
+from sim.cliargs import integer, number
 from sim.people import people, person
 
 BOUNDARY = "frame"
@@ -330,11 +331,14 @@ class CameraServer:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=int, default=0, help="TCP port (0: any free one)")
-    parser.add_argument("--fps", type=float, default=15.0, help="frames per second (15)")
-    parser.add_argument("--speed", type=float, default=1.0,
+    parser.add_argument("--port", type=integer(0, 65535), default=0,
+                        help="TCP port (0: any free one)")
+    parser.add_argument("--fps", type=number(0, 120, above=True), default=15.0,
+                        help="frames per second (15)")
+    parser.add_argument("--speed", type=number(0, 100, above=True), default=1.0,
                         help="scene time runs this much faster than wall time (1)")
-    parser.add_argument("--quality", type=int, default=90, help="JPEG quality (90)")
+    parser.add_argument("--quality", type=integer(1, 100), default=90,
+                        help="JPEG quality (90)")
     parser.add_argument("--scene", default="no_face", choices=sorted(SCENES),
                         help="what the camera shows at start (no_face: an empty lane)")
     parser.add_argument("--person", default="astronaut", help="the traveller (sim.people id)")

@@ -56,6 +56,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from sim.cliargs import integer, number
+
 #: The document camera's view, width × height: a TD3 page at 300 dpi with its margin.
 GLASS_SIZE = (1760, 1320)
 DEFAULT_FPS = 8.0
@@ -365,9 +367,11 @@ def _make_handler(server: ReaderServer) -> type[BaseHTTPRequestHandler]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``gate sim reader`` / ``python -m sim.reader_server``."""
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on")
-    parser.add_argument("--port", type=int, default=0, help="port (0: any free port)")
-    parser.add_argument("--fps", type=float, default=DEFAULT_FPS, help="frames a second")
-    parser.add_argument("--quality", type=int, default=DEFAULT_QUALITY,
+    parser.add_argument("--port", type=integer(0, 65535), default=0,
+                        help="port (0: any free port)")
+    parser.add_argument("--fps", type=number(0, 60, above=True), default=DEFAULT_FPS,
+                        help="frames a second")
+    parser.add_argument("--quality", type=integer(MIN_QUALITY, 100), default=DEFAULT_QUALITY,
                         help=f"JPEG quality ({MIN_QUALITY}..100)")
     parser.add_argument("--person", default="astronaut", help="whose document (sim.people)")
     parser.add_argument("--portrait-of", default="",
@@ -379,11 +383,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="clean, blur, rotation, perspective, jpeg, noise, light, "
                              "dpi150, smeared, covered")
     parser.add_argument("--seed", type=int, default=0, help="which page (same seed, same page)")
-    parser.add_argument("--place-after", type=float, default=None, metavar="S",
+    parser.add_argument("--place-after", type=number(0, 3600), default=None, metavar="S",
                         help="lay the page on the glass S seconds after start")
-    parser.add_argument("--hold-s", type=float, default=None, metavar="S",
+    parser.add_argument("--hold-s", type=number(0, 3600, above=True), default=None,
+                        metavar="S",
                         help="take it away S seconds after laying it")
-    parser.add_argument("--every", type=float, default=None, metavar="S",
+    parser.add_argument("--every", type=number(0, 3600, above=True), default=None,
+                        metavar="S",
                         help="lay it again every S seconds (taken away in between: after "
                              "--hold-s, or half the period)")
 

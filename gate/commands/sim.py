@@ -42,28 +42,13 @@ from hardware.barrier.protocol import (
     EventCode,
 )
 from sim.board import SimBoard
+from sim.cliargs import integer, number
 from sim.faults import BoardFaults, FaultPlan, FaultPlanError
 from sim.traveller import KINDS, TravellerBehaviour
 
-
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from exc
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not a probability (0..1)")
-    return value
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from exc
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} must be > 0")
-    return value
+_probability = number(0.0, 1.0)  # finite (nan refused), 0..1
+_positive = number(0.0, 100.0, above=True)  # a speed: > 0, at most 100 times real time
+_count = integer(0, 100_000)
 
 
 def _watchdog(text: str) -> int:
@@ -89,7 +74,7 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--speed", type=_positive, default=1.0,
                         help="scale door travel and walking (10 = ten times faster); protocol "
                              "timing and the stages always run in real time")
-    parser.add_argument("--passages", type=int, default=0, metavar="N",
+    parser.add_argument("--passages", type=_count, default=0, metavar="N",
                         help="run a stream of N random travellers through one lane instead")
     parser.add_argument("--mix", metavar="NAME=W,...",
                         help="the stream's mix by scenario name or group (documents, faults, "
@@ -117,18 +102,19 @@ def add_parser(sub: Any) -> None:
         "board", help="serve a simulated barrier board on a pseudo-terminal",
         description="Serve a simulated barrier board (protocol v1) on a pseudo-terminal. "
                     "The device path is printed alone on the first line of stdout.")
-    board.add_argument("--address", type=int, default=1, help="board address (default 1)")
+    board.add_argument("--address", type=integer(0, 255), default=1,
+                       help="board address (default 1)")
     board.add_argument("--speed", type=_positive, default=1.0,
                        help="scale of door travel and walking (2 = twice as fast)")
     board.add_argument("--link", metavar="PATH",
                        help="stable device path (a symlink to the pty); default: a temp dir")
     board.add_argument("--watchdog-ms", type=_watchdog, default=WATCHDOG_MS_DEFAULT)
-    board.add_argument("--travellers", type=int, default=0, metavar="N",
+    board.add_argument("--travellers", type=_count, default=0, metavar="N",
                        help="N normal travellers queued at ENTRY")
     board.add_argument("--traveller", action="append", default=[], choices=KINDS,
                        metavar="KIND",
                        help=f"queue one traveller of this kind ({', '.join(KINDS)}); repeatable")
-    board.add_argument("--hesitate-s", type=float, default=1.5,
+    board.add_argument("--hesitate-s", type=number(0, 60), default=1.5,
                        help="how long a 'hesitate' traveller stands in the doorway")
     board.add_argument("--drop-reply", type=_probability, default=0.0)
     board.add_argument("--drop-request", type=_probability, default=0.0)
@@ -345,7 +331,10 @@ def _lane_file(args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
     from gate.config import LaneConfig, load_config
     from gate.simlane.peers import PeerOptions
 
+    from gate.service import stage_settings
+
     config = load_config(args.config) if args.config else LaneConfig()
+    stage_settings(config)  # a bad [document] or [face] is exit 2 before any peer starts
     devices = {"barrier": args.barrier or "", "camera": args.camera or "",
                "documents": args.documents or ""}
     for name in devices:
