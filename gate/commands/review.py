@@ -19,6 +19,28 @@ from typing import Any
 
 DB_ENV = "GATE_REVIEW_DB"
 DEFAULT_PORT = 8470
+#: Biometric images are kept for days at most (docs/review.md, "Retention"): 90 days.
+MAX_RETENTION_HOURS = 24 * 90
+#: The schedule may not let images outlive their retention by more than an hour.
+MAX_PURGE_INTERVAL_S = 3600.0
+
+
+def _bounded(name: str, low: float, high: float, unit: str) -> Any:
+    """An argparse type: a finite number > low and <= high (nan, inf, 0 refused)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from exc
+        if not low < value <= high:  # False for nan; inf is above any high
+            raise argparse.ArgumentTypeError(
+                f"{name} must be > {low:g} and <= {high:g} {unit}, got {text}")
+        return value
+    return parse
+
+
+_retention_hours = _bounded("--retention-hours", 0, MAX_RETENTION_HOURS, "hours")
+_purge_interval_s = _bounded("--purge-interval-s", 0, MAX_PURGE_INTERVAL_S, "seconds")
 
 
 def default_db_url() -> str:
@@ -48,9 +70,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--lane-control", metavar="MODULE:NAME",
                    help="a LaneControl, or a factory returning one, to release exit doors "
                    "and show lane states")
-    p.add_argument("--retention-hours", type=float, default=24.0,
-                   help="purge images this long after a case is closed (default 24)")
-    p.add_argument("--purge-interval-s", type=float, default=600.0)
+    p.add_argument("--retention-hours", type=_retention_hours, default=24.0,
+                   help="purge images this long after a case is closed (default 24, "
+                   f"at most {MAX_RETENTION_HOURS})")
+    p.add_argument("--purge-interval-s", type=_purge_interval_s, default=600.0,
+                   help=f"purge this often (default 600, at most {MAX_PURGE_INTERVAL_S:g})")
     p.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
     p.add_argument("--tls-key", help="private key of --tls-cert")
     p.set_defaults(func=run_serve)
@@ -77,7 +101,7 @@ def add_parser(sub: Any) -> None:
     g = actions.add_parser("purge", help="purge images of cases closed longer ago than the "
                            "retention")
     _common(g, top=False)
-    g.add_argument("--retention-hours", type=float, default=24.0)
+    g.add_argument("--retention-hours", type=_retention_hours, default=24.0)
     g.set_defaults(func=run_purge)
 
     v = actions.add_parser("audit-verify", help="check the audit log's hash chain")
