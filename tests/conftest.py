@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +28,14 @@ from doubles import (
 from gate.config import LaneConfig, Timeouts
 from gate.lane import Lane, PassageRecord, StateChange
 from gate.logsetup import configure_logging
+
+
+@pytest.fixture(autouse=True)
+def _audit_key_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The review's audit key (and its anchor beside it) in the test's own folder: no test
+    creates one in the real ~/.config/egate."""
+    monkeypatch.setenv("GATE_REVIEW_AUDIT_KEY_FILE", str(tmp_path / "audit-key" / "audit.key"))
+    monkeypatch.delenv("GATE_REVIEW_AUDIT_KEY", raising=False)
 
 
 @pytest.fixture(autouse=True, scope="session")

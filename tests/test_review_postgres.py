@@ -20,13 +20,17 @@ import pytest
 from fastapi.testclient import TestClient
 from test_review_support import add_officer, new_seal, sample_case, sign_in
 
+from gate.review import chain
 from gate.review.app import ReviewSettings, create_app
+from gate.review.crypto import AuditKey, new_key_text, parse_key
 from gate.review.queue import CaseSpool
 from gate.review.store import CaseStore, StoreUnavailable, seal_case
 
 pytestmark = pytest.mark.timeout(90)
 
 _BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+#: One audit key for the module's cluster: its tests share one store, hence one chain.
+_AUDIT_KEY = AuditKey([parse_key(new_key_text())])
 
 
 def _psycopg() -> bool:
@@ -86,9 +90,9 @@ def cluster() -> Iterator[Cluster]:
 
 def test_store_on_postgresql(cluster: Cluster) -> None:
     seal = new_seal()
-    store = CaseStore(cluster.url)
-    assert store.schema_version() == 3
-    assert CaseStore(cluster.url).schema_version() == 3  # a second opener migrates nothing
+    store = CaseStore(cluster.url, audit_key=_AUDIT_KEY)
+    assert store.schema_version() == 4
+    assert CaseStore(cluster.url).schema_version() == 4  # a second opener migrates nothing
     sealed = seal_case(sample_case(lane_id="lane-pg"), seal)
     assert store.add_case(sealed) and not store.add_case(sealed)
     assert store.image_slots(sealed.case_id) == ["portrait", "live-0", "live-1"]
@@ -102,14 +106,14 @@ def test_store_on_postgresql(cluster: Cluster) -> None:
     assert rec is not None and rec.images_purged_at is not None and rec.mrz_sealed is None
     assert store.image_slots(sealed.case_id) == []
     assert rec.mrz_kept["nationality"] == "UTO"
-    intact, checked, _ = store.verify_audit()
-    assert intact and checked >= 2  # the decision and the purge, chained
+    report = store.verify_audit()
+    assert report.intact and report.rows >= 3  # the epoch, the decision and the purge
     store.close()
 
 
 def test_spool_survives_postgresql_outage(cluster: Cluster, tmp_path: Path) -> None:
     seal = new_seal()
-    store = CaseStore(cluster.url)
+    store = CaseStore(cluster.url, audit_key=_AUDIT_KEY)
     add_officer(store, "pg-anna")
     cluster.stop()
     try:
@@ -132,3 +136,37 @@ def test_spool_survives_postgresql_outage(cluster: Cluster, tmp_path: Path) -> N
         rows = c.get("/api/queue").json()["cases"]
         assert case_id in [r["case_id"] for r in rows]
         assert c.get(f"/cases/{case_id}/images/portrait").content.startswith(b"\xff\xd8")
+
+
+def test_tampering_on_postgresql_is_caught(cluster: Cluster, tmp_path: Path) -> None:
+    import psycopg
+
+    seal = new_seal()
+    store = CaseStore(cluster.url, audit_key=_AUDIT_KEY)
+    sealed = seal_case(sample_case(lane_id="lane-pg-3"), seal)
+    assert store.add_case(sealed)
+    assert store.decide(sealed.case_id, "anna", "confirm", "impostor", ("OPEN",))
+    store.audit("anna", "VIEW_CASE", sealed.case_id)
+    anchor = tmp_path / "pg.anchor"
+    assert store.verify_audit().intact and store.export_audit_anchor(anchor) is not None
+    assert store.verify_audit(anchor).intact
+
+    def tamper(sql: str, params: tuple[object, ...] = ()) -> set[str]:
+        with psycopg.connect(cluster.url, autocommit=True) as conn:
+            conn.execute(sql, params)
+        return store.verify_audit(anchor).kinds()
+
+    case = sealed.case_id
+    assert tamper("UPDATE decisions SET comment = 'fine' WHERE case_id = %s", (case,)) == {
+        chain.DECISION_EDITED}
+    tamper("UPDATE decisions SET comment = 'impostor' WHERE case_id = %s", (case,))
+    assert tamper("UPDATE cases SET decided_by = 'sue' WHERE case_id = %s", (case,)) == {
+        chain.CASE_STATE_EDITED}
+    tamper("UPDATE cases SET decided_by = 'anna' WHERE case_id = %s", (case,))
+    assert tamper("INSERT INTO audit (at, user_name, action, detail) VALUES "
+                  "(1, 'sue', 'LOGIN', '')") == {chain.HASHLESS_ROW}
+    tamper("DELETE FROM audit WHERE row_hash IS NULL AND key_id IS NULL "
+           "AND user_name = 'sue' AND at = 1")
+    assert tamper("DELETE FROM audit WHERE id = (SELECT MAX(id) FROM audit)") == {
+        chain.TRUNCATED}
+    store.close()

@@ -100,7 +100,7 @@ def test_key_sources_and_rotation(tmp_path: Path) -> None:
 
 def test_fresh_store_is_migrated_and_old_store_is_upgraded(tmp_path: Path) -> None:
     store = new_store(tmp_path)
-    assert store.schema_version() == MIGRATIONS[-1][0] == 3
+    assert store.schema_version() == MIGRATIONS[-1][0] == 4
     store.close()
     # A version-1 store, as the first release left it, upgrades in place.
     path = tmp_path / "v1.sqlite3"
@@ -118,7 +118,7 @@ def test_fresh_store_is_migrated_and_old_store_is_upgraded(tmp_path: Path) -> No
     conn.commit()
     conn.close()
     upgraded = CaseStore(f"sqlite:///{path}")
-    assert upgraded.schema_version() == 3
+    assert upgraded.schema_version() == 4
     old = upgraded.case("old")
     assert old is not None and old.mrz_kept == {} and old.lane_id == "lane-9"
     upgraded.close()
@@ -221,13 +221,14 @@ def test_audit_log_is_hash_chained(tmp_path: Path, capsys: pytest.CaptureFixture
     store = new_store(tmp_path)
     for i in range(5):
         store.audit("anna", "VIEW_CASE", f"case-{i}")
-    assert store.verify_audit() == (True, 5, None)
+    report = store.verify_audit()
+    assert report.intact and report.keyed and report.rows == 6  # the epoch row, then 5
     head = store.audit_head()
     assert head is not None and len(head[1]) == 64
     parser = argparse.ArgumentParser()
     cmd.add_parser(parser.add_subparsers())
     args = parser.parse_args(["review", "audit-verify", "--db", store.url])
-    assert args.func(args) == 0 and "intact: 5 rows" in capsys.readouterr().out
+    assert args.func(args) == 0 and "intact: 6 keyed rows" in capsys.readouterr().out
     store.close()
     # Someone with write access to the file hides what anna looked at.
     conn = sqlite3.connect(tmp_path / "review.sqlite3")
@@ -235,11 +236,13 @@ def test_audit_log_is_hash_chained(tmp_path: Path, capsys: pytest.CaptureFixture
     conn.commit()
     third = conn.execute("SELECT id FROM audit WHERE case_id = 'case-x'").fetchone()[0]
     conn.close()
-    assert new_store(tmp_path).verify_audit() == (False, 2, third)
-    assert args.func(args) == 1 and f"BROKEN at row id {third}" in capsys.readouterr().err
+    report = new_store(tmp_path).verify_audit()
+    assert [(b.kind, b.row_id) for b in report.breaks] == [("BAD_MAC", third)]
+    assert args.func(args) == 1
+    assert f"BROKEN: BAD_MAC at row id {third}" in capsys.readouterr().err
     conn = sqlite3.connect(tmp_path / "review.sqlite3")
     conn.execute("UPDATE audit SET case_id = 'case-2' WHERE case_id = 'case-x'")
     conn.execute("DELETE FROM audit WHERE case_id = 'case-3'")  # deleting a row breaks it too
     conn.commit()
     conn.close()
-    assert new_store(tmp_path).verify_audit()[0] is False
+    assert new_store(tmp_path).verify_audit().kinds() == {"BROKEN_LINK"}

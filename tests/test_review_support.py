@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from gate.review.auth import hash_password
 from gate.review.cases import CaseInput
-from gate.review.crypto import ImageSeal, new_key_text, parse_key
+from gate.review.crypto import AuditKey, ImageSeal, new_key_text, parse_key
 from gate.review.store import CaseStore, seal_case
 from sim.people import person
 
@@ -76,8 +76,14 @@ def sample_case(
     )
 
 
+def audit_key() -> AuditKey:
+    """The test's audit key (conftest points GATE_REVIEW_AUDIT_KEY_FILE into its tmp_path),
+    created 0600 on first use as the review commands do."""
+    return AuditKey.from_environment(create=True)
+
+
 def new_store(tmp_path: Path, name: str = "review.sqlite3") -> CaseStore:
-    return CaseStore(f"sqlite:///{tmp_path / name}")
+    return CaseStore(f"sqlite:///{tmp_path / name}", audit_key=audit_key())
 
 
 def add_officer(store: CaseStore, name: str, role: str = "officer") -> None:

@@ -4,7 +4,12 @@
 officer is created here, there is no sign-up page); ``purge`` applies the retention
 policy now (the server also purges on a schedule); ``keygen`` writes a new image key.
 The store URL comes from ``--db`` or ``GATE_REVIEW_DB``; the key from ``--key-file``,
-``GATE_REVIEW_KEY_FILE`` or ``GATE_REVIEW_KEY``.
+``GATE_REVIEW_KEY_FILE`` or ``GATE_REVIEW_KEY``; the audit chain's key from
+``--audit-key-file``, ``GATE_REVIEW_AUDIT_KEY_FILE`` or ``GATE_REVIEW_AUDIT_KEY`` (default
+``/etc/egate/audit.key`` for root, ``~/.config/egate/audit.key`` otherwise; created 0600
+by the first command that writes audit rows). ``audit-verify`` checks the chain and
+compares its head with the anchor file (default ``audit.anchor`` beside the audit key),
+which the server appends to at every purge round and ``audit-anchor`` appends to now.
 """
 
 from __future__ import annotations
@@ -57,6 +62,13 @@ def _common(p: argparse.ArgumentParser, top: bool) -> None:
                    f"postgresql://...); default ${DB_ENV} or ~/.local/share/egate/review.sqlite3")
     p.add_argument("--key-file", default=default,
                    help="image key file (default $GATE_REVIEW_KEY_FILE or $GATE_REVIEW_KEY)")
+    p.add_argument("--audit-key-file", default=default,
+                   help="the audit chain's HMAC key (default $GATE_REVIEW_AUDIT_KEY_FILE, "
+                   "$GATE_REVIEW_AUDIT_KEY, /etc/egate/audit.key as root, else "
+                   "~/.config/egate/audit.key; created 0600 when a command first writes)")
+    p.add_argument("--anchor", default=default,
+                   help="the audit anchor file: the chain head exported outside the store "
+                   "(default audit.anchor beside the audit key file)")
 
 
 def add_parser(sub: Any) -> None:
@@ -104,22 +116,69 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--retention-hours", type=_retention_hours, default=24.0)
     g.set_defaults(func=run_purge)
 
-    v = actions.add_parser("audit-verify", help="check the audit log's hash chain")
+    v = actions.add_parser("audit-verify", help="check the audit chain, the decisions and "
+                           "case states it covers, and its head against the anchor")
     _common(v, top=False)
+    v.add_argument("--no-anchor", action="store_true",
+                   help="do not compare with an anchor (deleted newest rows go unseen)")
     v.set_defaults(func=run_audit_verify)
+
+    an = actions.add_parser("audit-anchor", help="check the chain, then append its head to "
+                            "the anchor file (the server does so at every purge round)")
+    _common(an, top=False)
+    an.set_defaults(func=run_audit_anchor)
 
     k = actions.add_parser("keygen", help="write a new random image key to FILE (mode 0600)")
     k.add_argument("file")
     k.set_defaults(func=run_keygen)
 
 
-def _store(args: argparse.Namespace) -> Any:
+def _audit_key(args: argparse.Namespace, create: bool) -> Any:
+    """The audit key as the options and environment name it; a command that writes audit
+    rows creates a missing key file (0600), ``audit-verify`` never does."""
+    from gate.review.crypto import (
+        AUDIT_KEY_ENV,
+        AUDIT_KEY_FILE_ENV,
+        AuditKey,
+        create_key_file,
+        default_audit_key_file,
+    )
+
+    explicit = getattr(args, "audit_key_file", None)
+    if not explicit and os.environ.get(AUDIT_KEY_ENV) and not os.environ.get(AUDIT_KEY_FILE_ENV):
+        return AuditKey.from_environment()
+    path = Path(explicit) if explicit else default_audit_key_file()
+    if create and create_key_file(path):
+        print(f"gate review: created the audit key {path} (mode 0600); every gate review "
+              "command on this store needs it; keep it off the store's host and backups",
+              file=sys.stderr)
+    return AuditKey.from_file(path)
+
+
+def _anchor_path(args: argparse.Namespace, key: Any) -> Path | None:
+    explicit = getattr(args, "anchor", None)
+    if explicit:
+        return Path(explicit)
+    return None if key.path is None else key.path.with_name(key.path.stem + ".anchor")
+
+
+def _store(args: argparse.Namespace, write: bool = True) -> Any:
+    """The store with its audit key; exits 2 (one line) when the key is missing, malformed
+    or (for a command that writes) not the key the chain was written with."""
+    from gate.review.crypto import KeyMissing
     from gate.review.store import CaseStore
 
     url = getattr(args, "db", None) or default_db_url()
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    return CaseStore(url)
+    try:
+        store = CaseStore(url, audit_key=_audit_key(args, create=write))
+        if write:
+            store.check_audit_key()
+    except (KeyMissing, OSError) as exc:
+        print(f"gate review: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    return store
 
 
 def _password(args: argparse.Namespace) -> str:
@@ -168,7 +227,7 @@ def run_users(args: argparse.Namespace) -> int:
     import time
 
     now = time.time()
-    for user in _store(args).users():
+    for user in _store(args, write=False).users():
         locked = user.locked_until is not None and user.locked_until > now
         state = "disabled" if user.disabled else ("locked" if locked else "active")
         print(f"{user.name}\t{user.role}\t{state}")
@@ -181,15 +240,63 @@ def run_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify(args: argparse.Namespace, store: Any, anchor: Path | None) -> int:
+    if anchor is not None and not anchor.exists():
+        if getattr(args, "anchor", None):
+            print(f"gate review: anchor file {anchor} does not exist", file=sys.stderr)
+            return 2
+        anchor = None  # the default place, never exported to yet
+    report = store.verify_audit(anchor)
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if not report.intact:
+        shown = report.breaks[:20]
+        for b in shown:
+            print(f"audit chain BROKEN: {b}", file=sys.stderr)
+        if len(report.breaks) > len(shown):
+            print(f"... and {len(report.breaks) - len(shown)} more breaks", file=sys.stderr)
+        print(f"audit chain BROKEN: {len(report.breaks)} breaks ("
+              f"{', '.join(sorted(report.kinds()))})", file=sys.stderr)
+        return 1
+    head = report.head
+    line = (f"audit chain intact: {report.rows} keyed rows, {report.legacy_rows} earlier rows "
+            f"pinned by the epoch; head seq {head.seq} {head.mac}" if head else
+            f"audit chain intact: no keyed rows yet, {report.legacy_rows} unkeyed rows")
+    if report.anchor is not None:
+        line += f"; anchor seq {report.anchor.seq} matches ({anchor})"
+    print(line)
+    return 0
+
+
 def run_audit_verify(args: argparse.Namespace) -> int:
-    store = _store(args)
-    intact, checked, broken = store.verify_audit()
-    if intact:
-        head = store.audit_head()
-        print(f"audit chain intact: {checked} rows; head {head[1] if head else '-'}")
+    store = _store(args, write=False)
+    anchor = None if args.no_anchor else _anchor_path(args, store.audit_key)
+    return _verify(args, store, anchor)
+
+
+def run_audit_anchor(args: argparse.Namespace) -> int:
+    from gate.review.chain import AuditChainBroken
+
+    store = _store(args, write=False)
+    anchor = _anchor_path(args, store.audit_key)
+    if anchor is None:
+        print("gate review audit-anchor: the audit key comes from the environment; name the "
+              "anchor file with --anchor", file=sys.stderr)
+        return 2
+    rc = _verify(args, store, anchor if anchor.exists() else None)
+    if rc != 0:
+        print("gate review audit-anchor: not anchoring a broken chain", file=sys.stderr)
+        return rc
+    try:
+        written = store.export_audit_anchor(anchor)
+    except AuditChainBroken as exc:
+        print(f"gate review audit-anchor: {exc}", file=sys.stderr)
+        return 1
+    if written is None:
+        print("no keyed audit rows yet: nothing to anchor")
         return 0
-    print(f"audit chain BROKEN at row id {broken} (after {checked} good rows)", file=sys.stderr)
-    return 1
+    print(f"anchored seq {written.seq} {written.mac} in {anchor}")
+    return 0
 
 
 def run_keygen(args: argparse.Namespace) -> int:
@@ -231,6 +338,7 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"gate review: {exc}", file=sys.stderr)
         return 2
     store = _store(args)
+    anchor = _anchor_path(args, store.audit_key)
     if not store.users():
         print("gate review: no officers yet; create one with "
               "`gate review adduser NAME --role supervisor`", file=sys.stderr)
@@ -244,10 +352,12 @@ def run_serve(args: argparse.Namespace) -> int:
         retention_s=args.retention_hours * 3600.0,
         purge_interval_s=args.purge_interval_s,
         cookie_secure=tls,
+        audit_anchor=str(anchor) if anchor is not None else None,
     )
     app = create_app(store, seal, lanes, settings)
     scheme = "https" if tls else "http"
-    print(f"review server on {scheme}://{args.host}:{args.port}/ (key {seal.key_id_hex})")
+    print(f"review server on {scheme}://{args.host}:{args.port}/ (key {seal.key_id_hex}, "
+          f"audit key {store.audit_key.key_id}, anchor {anchor or '-'})")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
                 ssl_certfile=args.tls_cert if tls else None,
                 ssl_keyfile=args.tls_key if tls else None)

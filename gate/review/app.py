@@ -32,6 +32,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from gate.review import pages
 from gate.review.auth import PERMISSIONS, SignIn, SignInPolicy, same_token
 from gate.review.cases import LaneControl
+from gate.review.chain import AuditChainBroken
 from gate.review.crypto import ImageSeal, KeyMismatch, SealError
 from gate.review.store import (
     ACTIONS,
@@ -68,6 +69,8 @@ class ReviewSettings:
     cookie_secure: bool = False  # set when served over TLS
     release_timeout_s: float = 5.0
     sign_in: SignInPolicy = field(default_factory=SignInPolicy)
+    #: the audit anchor file: the chain head is appended to it at every purge round
+    audit_anchor: str | None = None
 
 
 @dataclass(frozen=True)
@@ -126,13 +129,26 @@ class PurgeSchedule:
                 self._sign_in.end_stale_sessions(time.time())
                 if n:
                     log.info("cases_purged", count=n)
-                head = self._store.audit_head()
-                if head is not None:  # anchors the audit chain outside the database
-                    log.info("audit_head", audit_id=head[0], audit_hash=head[1])
+                self._anchor()
             except Exception as exc:  # the schedule keeps going; the next round retries
                 log.error("purge_failed", reason="PURGE_FAILED", error=type(exc).__name__)
             if self._stop.wait(self._settings.purge_interval_s):
                 return
+
+    def _anchor(self) -> None:
+        """Anchor the audit chain outside the database: the head in the log, and appended
+        to the anchor file (refused, and logged, when the chain no longer holds the last
+        anchored row: newest rows deleted or rewritten)."""
+        head = self._store.audit_chain_head()
+        if head is None:
+            return
+        log.info("audit_head", audit_id=head.row_id, audit_seq=head.seq, audit_hash=head.mac,
+                 audit_chain=head.chain)
+        if self._settings.audit_anchor:
+            try:
+                self._store.export_audit_anchor(self._settings.audit_anchor)
+            except AuditChainBroken as exc:
+                log.error("audit_anchor_refused", reason=f"AUDIT_{exc.kind}", detail=str(exc))
 
     def stop(self) -> None:
         self._stop.set()
@@ -430,13 +446,13 @@ def create_app(
         if case.status not in allowed:
             return case_page(case, officer, 409, f"This case is {case.status}; not decided again.")
         if action == "clear":
-            previous = store.claim_for_release(case_id, allowed)
+            previous = store.claim_for_release(case_id, allowed, officer.name)
             if previous is None:
                 return case_page(load_case(case_id), officer, 409,
                                  "Another officer decided this case first.")
             problem = release(case, officer)
             if problem is not None:
-                store.release_refused(case_id, previous)
+                store.release_refused(case_id, previous, officer.name)
                 store.audit(officer.name, "RELEASE_FAILED", case_id, problem)
                 return case_page(load_case(case_id), officer, 409, problem)
             allowed = (RELEASING,)

@@ -164,10 +164,17 @@ TEMPLATES["audit.html"] = """{% extends "base.html" %}
 {% block title %}Audit log · e-gate review{% endblock %}
 {% block main %}
 <h1>Audit log</h1>
-<table id="audit"><tr><th>When (UTC)</th><th>Who</th><th>What</th><th>Case</th><th>Detail</th></tr>
-{% for a in rows %}<tr><td>{{ a.at|utc }}</td><td>{{ a.user_name }}</td><td>{{ a.action }}</td>
+<p class="hint">Chain: ✓ the row's MAC checks under the audit key; "legacy" hashed under
+the old unkeyed rule, before the keyed chain began; UNVERIFIED: nothing vouches for the row
+(no MAC, or one that does not check) — treat it as not written by this server.
+<code>gate review audit-verify</code> checks the whole chain, decisions and case states.</p>
+<table id="audit"><tr><th>When (UTC)</th><th>Who</th><th>What</th><th>Case</th><th>Detail</th>
+<th>Chain</th></tr>
+{% for a in rows %}<tr class="chain-{{ a.chain }}" data-audit-id="{{ a.id }}">
+<td>{{ a.at|utc }}</td><td>{{ a.user_name }}</td><td>{{ a.action }}</td>
 <td>{% if a.case_id %}<a href="/cases/{{ a.case_id }}">{{ a.case_id[:8] }}</a>{% endif %}</td>
-<td>{{ a.detail }}</td></tr>{% endfor %}</table>
+<td>{{ a.detail }}</td><td class="chain">{{ {"verified": "✓", "legacy": "legacy",
+ "unverified": "UNVERIFIED"}[a.chain] }}</td></tr>{% endfor %}</table>
 {% endblock %}
 """
 
@@ -208,6 +215,8 @@ th, td { border: 1px solid #c9d1d9; padding: .3em .6em; text-align: left; vertic
 .actions { display: flex; gap: .8em; }
 button { padding: .4em .9em; font: inherit; cursor: pointer; }
 .empty { color: #6a737d; }
+tr.chain-unverified td { background: #fdecea; color: #b3261e; }
+tr.chain-unverified td.chain { font-weight: 700; }
 """
 
 JS = r"""

@@ -14,7 +14,6 @@ leave sealed; only the review server holding the key opens them.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import sqlite3
@@ -30,6 +29,7 @@ from typing import Any
 import cv2
 import structlog
 
+from gate.review import chain
 from gate.review.cases import (
     MAX_LIVE_FRAMES,
     CaseInput,
@@ -37,7 +37,7 @@ from gate.review.cases import (
     document_number,
     mask_document_number,
 )
-from gate.review.crypto import ImageSeal
+from gate.review.crypto import AuditKey, AuditKeyMismatch, AuditKeyMissing, ImageSeal
 
 log = structlog.get_logger(__name__)
 
@@ -273,6 +273,17 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "ALTER TABLE audit ADD COLUMN row_hash TEXT",
         ],
     ),
+    (
+        4,
+        [
+            # The chain is keyed (HMAC, key outside the store) from an epoch row on; rows
+            # carry the key's id, their place in the chain and the fact they attest (a
+            # decision, a case's state). The epoch is written by the first key holder.
+            "ALTER TABLE audit ADD COLUMN key_id TEXT",
+            "ALTER TABLE audit ADD COLUMN seq INTEGER",
+            "ALTER TABLE audit ADD COLUMN subject TEXT",
+        ],
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -280,12 +291,8 @@ SCHEMA_VERSION = MIGRATIONS[-1][0]
 _AUDIT_LOCK = 0x6567617465 + 1  # PostgreSQL advisory lock serialising the audit chain
 
 
-def audit_row_hash(prev: str, at: float, user: str, action: str, case_id: str | None,
-                   detail: str) -> str:
-    """Each audit row's hash covers the previous row's hash: editing or deleting a row in
-    the middle breaks every hash after it."""
-    material = json.dumps([prev, repr(float(at)), user, action, case_id, detail])
-    return hashlib.sha256(material.encode()).hexdigest()
+#: The unkeyed rule of schema 3, kept to check (and pin) rows written before the epoch.
+audit_row_hash = chain.legacy_row_hash
 
 
 class _Tx:
@@ -315,8 +322,13 @@ class CaseStore:
     """Thread-safe: one connection per store, used under a lock (the review server's
     request threads and the purge schedule share it)."""
 
-    def __init__(self, url: str, *, connect_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, url: str, *, connect_timeout_s: float = 5.0, audit_key: AuditKey | None = None
+    ) -> None:
+        """``audit_key`` keys the audit chain; without it the store still takes cases (a
+        lane's flusher needs no audit key) but refuses to write or check audit rows."""
         self.url = url
+        self.audit_key = audit_key
         self._lock = threading.RLock()
         self._conn: Any = None
         self._timeout = connect_timeout_s
@@ -332,8 +344,8 @@ class CaseStore:
             pass
 
     @classmethod
-    def for_path(cls, path: str | Path) -> CaseStore:
-        return cls("sqlite:///" + str(Path(path).resolve()))
+    def for_path(cls, path: str | Path, **kw: Any) -> CaseStore:
+        return cls("sqlite:///" + str(Path(path).resolve()), **kw)
 
     # -- connection ------------------------------------------------------------------
 
@@ -533,17 +545,24 @@ class CaseStore:
                 (status, user, now, closed_at, case_id, *allowed_from),
             )
             if changed:
-                tx.run(
+                row = tx.one(
                     "INSERT INTO decisions (case_id, at, user_name, action, comment) "
-                    "VALUES (?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?) RETURNING id",
                     (case_id, now, user, action, comment),
                 )
+                assert row is not None
+                decision = {"id": row["id"], "case_id": case_id, "at": now, "user_name": user,
+                            "action": action, "comment": comment}
                 self._append_audit(
-                    tx, now, user, f"DECIDE_{action.upper()}", case_id, comment[:500]
+                    tx, now, user, f"DECIDE_{action.upper()}", case_id, comment[:500],
+                    {"decision": chain.decision_entry(decision),
+                     "case": self._case_state(tx, case_id)},
                 )
             return changed > 0
 
-    def claim_for_release(self, case_id: str, allowed_from: Sequence[str]) -> str | None:
+    def claim_for_release(
+        self, case_id: str, allowed_from: Sequence[str], user: str = "system"
+    ) -> str | None:
         """Mark the case RELEASING before the lane is asked to open its exit, so that of two
         officers clearing at once only one door release happens. Returns the status it
         had (to go back to if the lane refuses), or None when someone else got there."""
@@ -556,14 +575,25 @@ class CaseStore:
             if row is None:
                 return None
             tx.run("UPDATE cases SET status = ? WHERE case_id = ?", (RELEASING, case_id))
+            self._append_audit(tx, time.time(), user, "RELEASE_CLAIMED", case_id,
+                               f"was {row['status']}", {"case": self._case_state(tx, case_id)})
             return str(row["status"])
 
-    def release_refused(self, case_id: str, back_to: str) -> None:
+    def release_refused(self, case_id: str, back_to: str, user: str = "system") -> None:
         with self._tx() as tx:
-            tx.run(
+            if tx.run(
                 "UPDATE cases SET status = ? WHERE case_id = ? AND status = ?",
                 (back_to, case_id, RELEASING),
-            )
+            ):
+                self._append_audit(tx, time.time(), user, "RELEASE_REVERTED", case_id,
+                                   f"back to {back_to}", {"case": self._case_state(tx, case_id)})
+
+    @staticmethod
+    def _case_state(tx: _Tx, case_id: str) -> list[Any]:
+        row = tx.one("SELECT case_id, status, decided_by, decided_at, closed_at FROM cases "
+                     "WHERE case_id = ?", (case_id,))
+        assert row is not None
+        return chain.case_entry(row)
 
     def decisions(self, case_id: str) -> list[dict[str, Any]]:
         with self._read() as tx:
@@ -601,43 +631,159 @@ class CaseStore:
     # -- audit -----------------------------------------------------------------------
 
     def _append_audit(
-        self, tx: _Tx, at: float, user: str, action: str, case_id: str | None, detail: str
+        self, tx: _Tx, at: float, user: str, action: str, case_id: str | None, detail: str,
+        subject: Mapping[str, Any] | None = None,
     ) -> None:
+        key = self._need_audit_key()
         if self.engine == "postgresql":
             tx.run("SELECT pg_advisory_xact_lock(?)", (_AUDIT_LOCK,))
-        last = tx.one("SELECT row_hash FROM audit WHERE row_hash IS NOT NULL "
-                      "ORDER BY id DESC LIMIT 1")
-        prev = str(last["row_hash"]) if last else ""
-        tx.run(
-            "INSERT INTO audit (at, user_name, action, case_id, detail, prev_hash, row_hash) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (at, user, action, case_id, detail, prev,
-             audit_row_hash(prev, at, user, action, case_id, detail)),
-        )
+        head = tx.one("SELECT key_id, seq, row_hash FROM audit WHERE key_id IS NOT NULL "
+                      "AND row_hash IS NOT NULL ORDER BY id DESC LIMIT 1")
+        if head is None:
+            seq, prev = self._start_epoch(tx, key, at)
+        else:
+            if not key.holds(head["key_id"]):
+                raise AuditKeyMismatch(
+                    f"the audit chain is written with audit key {head['key_id']}; this "
+                    f"process holds {', '.join(key.key_ids)} (wrong --audit-key-file?)"
+                )
+            seq, prev = int(head["seq"]), str(head["row_hash"])
+        self._insert_keyed(tx, key, seq + 1, prev, at, user, action, case_id, detail, subject)
 
-    def verify_audit(self) -> tuple[bool, int, int | None]:
-        """Walk the hash chain: (intact, rows checked, id of the first broken row)."""
-        with self._read() as tx:
-            rows = tx.rows(
-                "SELECT id, at, user_name, action, case_id, detail, prev_hash, row_hash "
-                "FROM audit WHERE row_hash IS NOT NULL ORDER BY id"
+    def _insert_keyed(
+        self, tx: _Tx, key: AuditKey, seq: int, prev: str, at: float, user: str, action: str,
+        case_id: str | None, detail: str, subject: Mapping[str, Any] | None,
+    ) -> str:
+        text = chain.subject_text(subject)
+        mac = key.mac(chain.row_material(seq, prev, key.key_id, at, user, action, case_id,
+                                         detail, text))
+        tx.run(
+            "INSERT INTO audit (at, user_name, action, case_id, detail, prev_hash, row_hash, "
+            "key_id, seq, subject) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (at, user, action, case_id, detail, prev, mac, key.key_id, seq, text),
+        )
+        return mac
+
+    def _start_epoch(self, tx: _Tx, key: AuditKey, at: float) -> tuple[int, str]:
+        """The first keyed row: pins the rows before it, then takes the decisions and the
+        decided cases that exist now into the chain (snapshot rows)."""
+        legacy = tx.rows(f"SELECT {chain.AUDIT_COLUMNS} FROM audit ORDER BY id")
+        pinned = chain.legacy_summary(legacy)
+        old = pinned["old_rule"]
+        verdict = "intact" if old["intact"] else f"BROKEN at row id {old['broken_at']}"
+        if not old["intact"]:
+            log.error("audit_legacy_chain_broken", reason="AUDIT_LEGACY_BROKEN",
+                      row_id=old["broken_at"])
+        subject = {"epoch": {"chain": uuid.uuid4().hex, "legacy": pinned}}
+        mac = self._insert_keyed(
+            tx, key, 0, "", at, "system", chain.EPOCH, None,
+            f"keyed audit chain begins (audit key {key.key_id}); {len(legacy)} earlier rows "
+            f"pinned, unkeyed chain {verdict}", subject,
+        )
+        seq = 0
+        decisions = tx.rows("SELECT id, case_id, at, user_name, action, comment FROM decisions "
+                            "ORDER BY id")
+        decided = tx.rows(
+            "SELECT case_id, status, decided_by, decided_at, closed_at FROM cases WHERE NOT "
+            "(status = ? AND decided_by IS NULL AND decided_at IS NULL AND closed_at IS NULL) "
+            "ORDER BY case_id", (OPEN,),
+        )
+        for what, rows, entry in (("decisions", decisions, chain.decision_entry),
+                                  ("cases", decided, chain.case_entry)):
+            for i in range(0, len(rows), chain.SNAPSHOT_CHUNK):
+                part = rows[i : i + chain.SNAPSHOT_CHUNK]
+                seq += 1
+                mac = self._insert_keyed(
+                    tx, key, seq, mac, at, "system", chain.SNAPSHOT, None,
+                    f"earlier {what} {i + 1}-{i + len(part)} of {len(rows)} taken into the "
+                    "keyed chain", {what: [entry(r) for r in part]},
+                )
+        log.warning("audit_chain_epoch", legacy_rows=len(legacy), decisions=len(decisions),
+                    decided_cases=len(decided), audit_key=key.key_id)
+        return seq, mac
+
+    def _need_audit_key(self) -> AuditKey:
+        if self.audit_key is None:
+            raise AuditKeyMissing(
+                "this store was opened without the audit key: audit rows cannot be written "
+                "or checked (--audit-key-file, GATE_REVIEW_AUDIT_KEY_FILE)"
             )
-        prev = ""
-        for n, r in enumerate(rows):
-            expected = audit_row_hash(prev, r["at"], r["user_name"], r["action"],
-                                      r["case_id"], r["detail"])
-            if r["prev_hash"] != prev or r["row_hash"] != expected:
-                return False, n, int(r["id"])
-            prev = str(r["row_hash"])
-        return True, len(rows), None
+        return self.audit_key
+
+    def check_audit_key(self) -> None:
+        """Raise AuditKeyMismatch when the chain's newest keyed row names a key this store
+        does not hold: a server started with the wrong key file must not fork the chain."""
+        key = self._need_audit_key()
+        with self._read() as tx:
+            head = tx.one("SELECT key_id FROM audit WHERE key_id IS NOT NULL "
+                          "AND row_hash IS NOT NULL ORDER BY id DESC LIMIT 1")
+        if head is not None and not key.holds(head["key_id"]):
+            raise AuditKeyMismatch(
+                f"the audit chain is written with audit key {head['key_id']}; this process "
+                f"holds {', '.join(key.key_ids)}"
+            )
+
+    def verify_audit(self, anchor: str | Path | None = None) -> chain.AuditReport:
+        """Check the whole chain, the decisions and the case states against it, and (given
+        an anchor file) its head against the newest anchor of this chain."""
+        key = self._need_audit_key()
+        anchors: list[chain.Anchor] | None = None
+        problems: list[chain.AuditBreak] = []
+        if anchor is not None:
+            anchors, problems = chain.read_anchors(anchor, key)
+        with self._read() as tx:
+            rows = tx.rows(f"SELECT {chain.AUDIT_COLUMNS} FROM audit ORDER BY id")
+            decisions = tx.rows("SELECT id, case_id, at, user_name, action, comment "
+                                "FROM decisions ORDER BY id")
+            cases = tx.rows("SELECT case_id, status, decided_by, decided_at, closed_at "
+                            "FROM cases")
+        return chain.verify(rows, decisions, cases, key, anchors, problems)
+
+    def audit_chain_head(self) -> chain.AuditHead | None:
+        """The newest keyed row (seq, MAC, row id) and the chain's id."""
+        with self._read() as tx:
+            head = tx.one("SELECT id, key_id, seq, row_hash FROM audit WHERE key_id IS NOT "
+                          "NULL AND row_hash IS NOT NULL ORDER BY id DESC LIMIT 1")
+            epoch = tx.one("SELECT subject FROM audit WHERE key_id IS NOT NULL AND seq = 0 "
+                           "ORDER BY id LIMIT 1")
+        if head is None:
+            return None
+        try:
+            chain_id = str(json.loads(epoch["subject"])["epoch"]["chain"]) if epoch else ""
+        except (ValueError, KeyError, TypeError):
+            chain_id = ""
+        return chain.AuditHead(chain_id, int(head["seq"]), str(head["row_hash"]),
+                               int(head["id"]), str(head["key_id"]))
 
     def audit_head(self) -> tuple[int, str] | None:
-        """The newest audit row's id and hash: logged on a schedule, so that rewriting the
-        whole chain would also need rewriting the logs."""
-        with self._read() as tx:
-            row = tx.one("SELECT id, row_hash FROM audit WHERE row_hash IS NOT NULL "
-                         "ORDER BY id DESC LIMIT 1")
-        return None if row is None else (int(row["id"]), str(row["row_hash"]))
+        """The newest keyed row's id and MAC (logged on a schedule: ``audit_head``)."""
+        head = self.audit_chain_head()
+        return None if head is None else (head.row_id, head.mac)
+
+    def export_audit_anchor(self, path: str | Path) -> chain.Anchor | None:
+        """Append the chain head to the anchor file, after checking that the chain still
+        holds the last anchored row unchanged: an anchor never launders a truncation.
+        Returns the anchor written (None while there is no keyed chain)."""
+        key = self._need_audit_key()
+        head = self.audit_chain_head()
+        if head is None:
+            return None
+        prior: list[chain.Anchor] = []
+        if Path(path).exists():
+            prior = [a for a in chain.read_anchors(path, key)[0] if a.chain == head.chain]
+        if prior:
+            last = prior[-1]
+            with self._read() as tx:
+                row = tx.one("SELECT row_hash FROM audit WHERE key_id IS NOT NULL AND seq = ? "
+                             "ORDER BY id LIMIT 1", (last.seq,))
+            if row is None:
+                raise chain.AuditChainBroken(
+                    chain.TRUNCATED, f"the last anchor names seq {last.seq}; the chain ends "
+                    f"at seq {head.seq}")
+            if row["row_hash"] != last.mac:
+                raise chain.AuditChainBroken(
+                    chain.ANCHOR_MISMATCH, f"seq {last.seq} changed since it was anchored")
+        return chain.write_anchor(path, head, key)
 
     def audit(self, user: str, action: str, case_id: str | None = None, detail: str = "") -> None:
         with self._tx() as tx:
@@ -646,18 +792,43 @@ class CaseStore:
             )
 
     def audit_log(self, case_id: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """Newest first; each row's ``chain`` says what the chain vouches for it:
+        ``verified`` (its MAC checks under the audit key), ``legacy`` (hashed under the old
+        unkeyed rule, before the keyed chain began) or ``unverified`` (anything else: no
+        MAC, a MAC that does not check, no key here). ``audit-verify`` checks the rest."""
         with self._read() as tx:
             if case_id is None:
-                return tx.rows(
-                    "SELECT at, user_name, action, case_id, detail FROM audit "
-                    "ORDER BY id DESC LIMIT ?",
+                rows = tx.rows(
+                    f"SELECT {chain.AUDIT_COLUMNS} FROM audit ORDER BY id DESC LIMIT ?",
                     (limit,),
                 )
-            return tx.rows(
-                "SELECT at, user_name, action, case_id, detail FROM audit WHERE case_id = ? "
-                "ORDER BY id DESC LIMIT ?",
-                (case_id, limit),
-            )
+            else:
+                rows = tx.rows(
+                    f"SELECT {chain.AUDIT_COLUMNS} FROM audit WHERE case_id = ? "
+                    "ORDER BY id DESC LIMIT ?",
+                    (case_id, limit),
+                )
+            first = tx.one("SELECT id FROM audit WHERE key_id IS NOT NULL ORDER BY id LIMIT 1")
+        first_keyed = None if first is None else int(first["id"])
+        return [self._shown(r, first_keyed) for r in rows]
+
+    def _shown(self, r: Mapping[str, Any], first_keyed: int | None) -> dict[str, Any]:
+        mark = "unverified"
+        if r["key_id"] is not None and r["row_hash"] is not None and r["seq"] is not None:
+            material = chain.row_material(int(r["seq"]), str(r["prev_hash"]), str(r["key_id"]),
+                                          r["at"], r["user_name"], r["action"], r["case_id"],
+                                          r["detail"], r["subject"])
+            if self.audit_key is not None and self.audit_key.check(
+                str(r["key_id"]), material, str(r["row_hash"])
+            ):
+                mark = "verified"
+        elif r["key_id"] is None and r["row_hash"] is not None and (
+            first_keyed is None or int(r["id"]) < first_keyed
+        ):
+            mark = "legacy"
+        return {"id": r["id"], "at": r["at"], "user_name": r["user_name"],
+                "action": r["action"], "case_id": r["case_id"], "detail": r["detail"],
+                "chain": mark}
 
     # -- officers and sessions ---------------------------------------------------------
 
