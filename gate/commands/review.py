@@ -88,7 +88,16 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--purge-interval-s", type=_purge_interval_s, default=600.0,
                    help=f"purge this often (default 600, at most {MAX_PURGE_INTERVAL_S:g})")
     p.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
-    p.add_argument("--tls-key", help="private key of --tls-cert")
+    p.add_argument("--tls-key", help="private key of --tls-cert (both or neither)")
+    p.add_argument("--behind-tls-proxy", action="store_true",
+                   help="a TLS proxy in front serves HTTPS: mark the cookies Secure and send "
+                   "Strict-Transport-Security")
+    p.add_argument("--forwarded-allow-ips", metavar="IPS",
+                   help="proxies whose X-Forwarded-For names the client (uvicorn's option; "
+                   "default 127.0.0.1): the per-address sign-in limit counts that address")
+    p.add_argument("--max-sessions", type=int, default=3,
+                   help="sessions per account at once; the oldest ends first (default 3, "
+                   "0 no limit)")
     p.set_defaults(func=run_serve)
     actions = p.add_subparsers(dest="review_action", metavar="ACTION")
 
@@ -105,6 +114,21 @@ def add_parser(sub: Any) -> None:
     pw.add_argument("name")
     pw.add_argument("--password-stdin", action="store_true")
     pw.set_defaults(func=run_passwd)
+
+    for name, what in (("disable", "disable an account: its sessions end, sign-in refused"),
+                       ("enable", "enable a disabled account"),
+                       ("remove", "remove an account and end its sessions (its decisions "
+                        "and audit rows stay)")):
+        d = actions.add_parser(name, help=what)
+        _common(d, top=False)
+        d.add_argument("name")
+        d.set_defaults(func=run_account, account_action=name)
+
+    r = actions.add_parser("role", help="change an account's role; its sessions end")
+    _common(r, top=False)
+    r.add_argument("name")
+    r.add_argument("--role", choices=("officer", "supervisor", "maintenance"), required=True)
+    r.set_defaults(func=run_account, account_action="role")
 
     u = actions.add_parser("users", help="list officer accounts")
     _common(u, top=False)
@@ -192,18 +216,27 @@ def _password(args: argparse.Namespace) -> str:
 
 def run_adduser(args: argparse.Namespace) -> int:
     from gate.review.auth import WeakPassword, hash_password
+    from gate.review.store import check_user_name
 
     try:
+        name = check_user_name(args.name)
         hashed = hash_password(_password(args))
     except (WeakPassword, ValueError) as exc:
         print(f"gate review adduser: {exc}", file=sys.stderr)
         return 2
     store = _store(args)
-    if not store.add_user(args.name, args.role, hashed):
-        print(f"gate review adduser: {args.name} exists (use passwd)", file=sys.stderr)
+    if not store.add_user(name, args.role, hashed):
+        print(f"gate review adduser: {name} exists (use passwd)", file=sys.stderr)
         return 1
-    print(f"added {args.name} as {args.role}")
+    print(f"added {name} as {args.role}")
     return 0
+
+
+def _account(store: Any, name: str, command: str) -> Any:
+    user = store.find_user(name)
+    if user is None:
+        print(f"gate review {command}: no officer {name!r}", file=sys.stderr)
+    return user
 
 
 def run_passwd(args: argparse.Namespace) -> int:
@@ -215,11 +248,36 @@ def run_passwd(args: argparse.Namespace) -> int:
         print(f"gate review passwd: {exc}", file=sys.stderr)
         return 2
     store = _store(args)
-    if not store.set_password(args.name, hashed):
-        print(f"gate review passwd: no officer {args.name}", file=sys.stderr)
+    user = _account(store, args.name, "passwd")
+    if user is None or not store.set_password(user.name, hashed):
         return 1
-    store.audit("system", "PASSWORD_SET", detail=args.name)
-    print(f"password set for {args.name}; account unlocked")
+    store.audit("system", "PASSWORD_SET", detail=f"{user.name}; its sessions ended")
+    print(f"password set for {user.name}; account unlocked, its sessions ended")
+    return 0
+
+
+def run_account(args: argparse.Namespace) -> int:
+    """disable / enable / remove / role: every one but enable ends the account's sessions."""
+    action = args.account_action
+    store = _store(args)
+    user = _account(store, args.name, action)
+    if user is None:
+        return 1
+    if action == "disable":
+        done, event, said = store.set_disabled(user.name, True), "USER_DISABLED", "disabled"
+    elif action == "enable":
+        done, event, said = store.set_disabled(user.name, False), "USER_ENABLED", "enabled"
+    elif action == "remove":
+        done, event, said = store.remove_user(user.name), "USER_REMOVED", "removed"
+    else:
+        done = store.set_role(user.name, args.role)
+        event, said = "ROLE_SET", f"now {args.role} (was {user.role})"
+    if not done:
+        print(f"gate review {action}: no officer {user.name!r}", file=sys.stderr)
+        return 1
+    ended = "" if action == "enable" else "; its sessions ended"
+    store.audit("system", event, detail=f"{user.name} {said}{ended}")
+    print(f"{user.name} {said}{ended}")
     return 0
 
 
@@ -227,10 +285,15 @@ def run_users(args: argparse.Namespace) -> int:
     import time
 
     now = time.time()
-    for user in _store(args, write=False).users():
+    from gate.review.auth import valid_user_name
+
+    store = _store(args, write=False)
+    for user in store.users():
         locked = user.locked_until is not None and user.locked_until > now
         state = "disabled" if user.disabled else ("locked" if locked else "active")
-        print(f"{user.name}\t{user.role}\t{state}")
+        if not valid_user_name(user.name.lower()):
+            state += " (name not allowed: cannot sign in; add a new account, remove this)"
+        print(f"{user.name}\t{user.role}\t{state}\t{store.user_sessions(user.name)} sessions")
     return 0
 
 
@@ -330,8 +393,13 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gate.review.app import ReviewSettings, create_app
+    from gate.review.auth import SignInPolicy
     from gate.review.crypto import ImageSeal, KeyMissing
 
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("gate review: --tls-cert and --tls-key go together (give both, or neither "
+              "with --behind-tls-proxy)", file=sys.stderr)
+        return 2
     try:
         seal = ImageSeal.from_environment(args.key_file)
     except (KeyMissing, OSError) as exc:
@@ -344,21 +412,27 @@ def run_serve(args: argparse.Namespace) -> int:
               "`gate review adduser NAME --role supervisor`", file=sys.stderr)
     lanes = load_lane_control(args.lane_control) if args.lane_control else None
     tls = bool(args.tls_cert and args.tls_key)
-    if not tls and args.host not in ("127.0.0.1", "localhost", "::1"):
+    if not tls and not args.behind_tls_proxy and args.host not in (
+            "127.0.0.1", "localhost", "::1"):
         print("gate review: WARNING: serving plain HTTP beyond this host; passwords and "
               "biometric images would cross the network unencrypted (use --tls-cert/--tls-key "
               "or a TLS proxy)", file=sys.stderr)
     settings = ReviewSettings(
         retention_s=args.retention_hours * 3600.0,
         purge_interval_s=args.purge_interval_s,
-        cookie_secure=tls,
+        cookie_secure=tls or args.behind_tls_proxy,
+        hsts=tls or args.behind_tls_proxy,
+        sign_in=SignInPolicy(max_sessions=max(0, args.max_sessions)),
         audit_anchor=str(anchor) if anchor is not None else None,
     )
     app = create_app(store, seal, lanes, settings)
     scheme = "https" if tls else "http"
     print(f"review server on {scheme}://{args.host}:{args.port}/ (key {seal.key_id_hex}, "
           f"audit key {store.audit_key.key_id}, anchor {anchor or '-'})")
+    extra: dict[str, Any] = {}
+    if args.forwarded_allow_ips:
+        extra["forwarded_allow_ips"] = args.forwarded_allow_ips
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
                 ssl_certfile=args.tls_cert if tls else None,
-                ssl_keyfile=args.tls_key if tls else None)
+                ssl_keyfile=args.tls_key if tls else None, **extra)
     return 0

@@ -18,6 +18,7 @@ import json
 import secrets
 import threading
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from typing import Annotated, Any
 
 import jinja2
 import structlog
-from fastapi import Depends, FastAPI, Form, Request
+from fastapi import Depends, FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from gate.review import pages
@@ -34,6 +35,7 @@ from gate.review.auth import PERMISSIONS, SignIn, SignInPolicy, same_token
 from gate.review.cases import LaneControl
 from gate.review.chain import AuditChainBroken
 from gate.review.crypto import ImageSeal, KeyMismatch, SealError
+from gate.review.ratelimit import AuditThrottle
 from gate.review.store import (
     ACTIONS,
     DEFAULT_RETENTION_S,
@@ -54,6 +56,21 @@ LOGIN_COOKIE = "egate_login_csrf"
 #: Pages and assets reachable without signing in; everything else is refused.
 PUBLIC_PATHS = frozenset({"/login", "/static/review.css", "/static/review.js"})
 
+#: Sent by the page script with a background poll when the officer typed, clicked or
+#: scrolled since the last one: only then does a poll count as activity.
+ACTIVITY_HEADER = "X-User-Activity"
+CSRF_HEADER = "X-CSRF-Token"
+HSTS = "max-age=31536000"
+AUDIT_PAGE_ROWS = 100
+#: Offered in the audit page's event filter (any action may be typed).
+AUDIT_EVENTS = (
+    "LOGIN", "LOGIN_FAILED", "LOCKED_OUT", "RATE_LIMITED", "LOGOUT", "SESSION_EXPIRED",
+    "SESSION_ENDED", "VIEW_CASE", "VIEW_IMAGE", "VIEW_AUDIT", "DECIDE_CONFIRM", "DECIDE_CLEAR",
+    "DECIDE_ESCALATE", "RELEASE_FAILED", "CSRF_REJECTED", "DENIED", "USER_ADDED",
+    "USER_REMOVED", "USER_DISABLED", "USER_ENABLED", "ROLE_SET", "PASSWORD_SET", "PURGE",
+    "RELEASE_CLAIMED", "RELEASE_REVERTED", "CHAIN_EPOCH", "CHAIN_SNAPSHOT",
+)
+
 _NOTICES = {
     "confirm": "Rejection confirmed; the case is closed.",
     "clear": "Traveller cleared: exit door released; the case is closed.",
@@ -66,7 +83,11 @@ class ReviewSettings:
     retention_s: float = DEFAULT_RETENTION_S
     purge_interval_s: float = 600.0  # the scheduled purge; 0 turns it off
     poll_ms: int = 500
-    cookie_secure: bool = False  # set when served over TLS
+    cookie_secure: bool = False  # set when served over TLS, or behind a TLS proxy
+    #: send Strict-Transport-Security (served over TLS, or behind a TLS proxy)
+    hsts: bool = False
+    #: refused sign-ins and forged login forms: one audit row per address, kind and window
+    audit_window_s: float = 60.0
     release_timeout_s: float = 5.0
     sign_in: SignInPolicy = field(default_factory=SignInPolicy)
     #: the audit anchor file: the chain head is appended to it at every purge round
@@ -156,6 +177,53 @@ class PurgeSchedule:
             self._thread.join(5.0)
 
 
+def _parse_utc(text: str) -> float | None:
+    """``YYYY-MM-DD``, ``YYYY-MM-DDTHH:MM[:SS]`` (or with a space), read as UTC; "" -> None."""
+    text = text.strip()
+    if not text:
+        return None
+    for fmt in ("%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M",
+                "%Y-%m-%d %H:%M:%S"):
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            continue
+    raise PageError(400, "Bad time", "Times are UTC, written YYYY-MM-DD or YYYY-MM-DDTHH:MM.")
+
+
+def client_address(request: Request) -> str:
+    """The client's address (behind a proxy, the one uvicorn took from X-Forwarded-For
+    when the proxy is in --forwarded-allow-ips)."""
+    return request.client.host if request.client else "unknown"
+
+
+class AuditFlusher:
+    """Writes the aggregated audit rows of windows that are over, on its own thread, and
+    all that are left at shutdown. One per lifespan of the app."""
+
+    def __init__(self, throttle: AuditThrottle, interval_s: float) -> None:
+        self._throttle = throttle
+        self._interval = max(0.05, interval_s)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="review-audit", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._throttle.flush(time.time())
+            except Exception as exc:  # the next round retries
+                log.error("audit_flush_failed", error=type(exc).__name__)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+        try:
+            self._throttle.flush()
+        except Exception as exc:
+            log.error("audit_flush_failed", error=type(exc).__name__)
+
+
 def create_app(
     store: CaseStore,
     seal: ImageSeal,
@@ -163,7 +231,11 @@ def create_app(
     settings: ReviewSettings | None = None,
 ) -> FastAPI:
     settings = settings or ReviewSettings()
-    sign_in = SignIn(store, settings.sign_in)
+    throttle = AuditThrottle(
+        lambda user, action, detail: store.audit(user, action, detail=detail),
+        settings.audit_window_s,
+    )
+    sign_in = SignIn(store, settings.sign_in, refusal_audit=throttle.record)
     schedule = PurgeSchedule(store, sign_in, settings)
     releaser = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="release")
     env = jinja2.Environment(
@@ -175,7 +247,9 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         schedule.start()
+        flusher = AuditFlusher(throttle, min(5.0, settings.audit_window_s / 2))
         yield
+        flusher.stop()
         schedule.stop()
         releaser.shutdown(wait=False)
 
@@ -205,6 +279,8 @@ def create_app(
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
+        if settings.hsts:
+            response.headers["Strict-Transport-Security"] = HSTS
         if not request.url.path.startswith("/static/"):
             response.headers["Cache-Control"] = "no-store"
         return response
@@ -231,9 +307,13 @@ def create_app(
         return render("error.html", None, 503, title="Case store unavailable",
                       message="The case store cannot be reached; try again shortly.")
 
-    def officer_with(perm: str) -> Callable[[Request], Officer]:
+    def officer_with(perm: str, background: bool = False) -> Callable[[Request], Officer]:
+        """``background``: a poll the page script makes on its own; it counts as activity
+        only when the script says the officer typed, clicked or scrolled since the last."""
+
         def dependency(request: Request) -> Officer:
-            rec = sign_in.session(request.cookies.get(SESSION_COOKIE), time.time())
+            touch = not background or request.headers.get(ACTIVITY_HEADER) == "1"
+            rec = sign_in.session(request.cookies.get(SESSION_COOKIE), time.time(), touch)
             if rec is None:
                 raise NotSignedIn()
             officer = Officer(rec.user_name, rec.role, rec.csrf_token)
@@ -244,7 +324,10 @@ def create_app(
 
         return dependency
 
-    def check_csrf(officer: Officer, token: str) -> None:
+    def check_csrf(officer: Officer, token: str, request: Request) -> None:
+        """The session's token, as the form field or the X-CSRF-Token header."""
+        if not token:
+            token = request.headers.get(CSRF_HEADER, "")
         if not same_token(officer.csrf, token):
             store.audit(officer.name, "CSRF_REJECTED")
             raise PageError(403, "Request refused", "The form was stale or forged (CSRF check).")
@@ -275,10 +358,18 @@ def create_app(
         password: Annotated[str, Form()] = "",
         csrf: Annotated[str, Form()] = "",
     ) -> Response:
+        now, address = time.time(), client_address(request)
         if not same_token(request.cookies.get(LOGIN_COOKIE), csrf):
-            store.audit("(unknown)", "CSRF_REJECTED", detail="login form")
+            throttle.record("(unknown)", "CSRF_REJECTED", "login form", address, now)
             return _login_form("The sign-in form expired; please try again.", 403)
-        result = sign_in.sign_in(name.strip(), password, time.time())
+        result = sign_in.sign_in(name, password, now, address)
+        if result.reason in ("RATE_LIMITED", "BUSY"):
+            wait_min = max(1, round(result.retry_after_s / 60))
+            resp = _login_form(
+                "Too many failed sign-ins from this station: try again in "
+                f"{wait_min} minute{'s' if wait_min > 1 else ''}.", 429)
+            resp.headers["Retry-After"] = str(max(1, round(result.retry_after_s)))
+            return resp
         if not result.ok or result.token is None:
             return _login_form(
                 "Sign-in refused: wrong name or password, or the account is locked.", 401
@@ -302,7 +393,7 @@ def create_app(
         officer: Annotated[Officer, Depends(signed_in)],
         csrf: Annotated[str, Form()] = "",
     ) -> Response:
-        check_csrf(officer, csrf)
+        check_csrf(officer, csrf, request)
         token = request.cookies.get(SESSION_COOKIE)
         if token:
             sign_in.sign_out(token)
@@ -343,7 +434,8 @@ def create_app(
 
     @app.get("/api/queue")
     def queue_api(
-        officer: Annotated[Officer, Depends(officer_with("queue"))], lane: str = ""
+        officer: Annotated[Officer, Depends(officer_with("queue", background=True))],
+        lane: str = "",
     ) -> JSONResponse:
         return JSONResponse(queue_data(officer, lane))
 
@@ -375,6 +467,27 @@ def create_app(
             rows.append({"dt": dt, "text": text})
         return rows
 
+    def may_view(officer: Officer, case: CaseRecord) -> bool:
+        """A supervisor oversees every case (closed ones too, until purged); an officer
+        opens only the cases an officer may act on: OPEN ones."""
+        return "oversee" in officer.perms or case.status in visible_statuses(officer)
+
+    def viewable_case(case_id: str, officer: Officer) -> CaseRecord:
+        case = load_case(case_id)
+        if not may_view(officer, case):
+            store.audit(officer.name, "DENIED", case_id, f"case is {case.status}")
+            raise PageError(403, "Not your case now",
+                            f"This case is {case.status}: only a supervisor may open it.")
+        return case
+
+    def after_conflict(case_id: str, officer: Officer, message: str) -> HTMLResponse:
+        """The case page again with why the decision did not happen, unless the case has
+        moved where this officer may not see it: then the reason only."""
+        case = load_case(case_id)
+        if not may_view(officer, case):
+            raise PageError(409, "Not decided", f"{message} The case is {case.status} now.")
+        return case_page(case, officer, 409, message)
+
     def case_page(
         case: CaseRecord, officer: Officer, status: int = 200, notice: str | None = None
     ) -> HTMLResponse:
@@ -392,7 +505,7 @@ def create_app(
     def case_view(
         case_id: str, officer: Annotated[Officer, Depends(officer_with("case"))]
     ) -> Response:
-        case = load_case(case_id)
+        case = viewable_case(case_id, officer)
         store.audit(officer.name, "VIEW_CASE", case_id)
         return case_page(case, officer)
 
@@ -400,6 +513,7 @@ def create_app(
     def case_image(
         case_id: str, slot: str, officer: Annotated[Officer, Depends(officer_with("case"))]
     ) -> Response:
+        viewable_case(case_id, officer)
         blob = store.image(case_id, slot)
         if blob is None:
             return Response("no such image", status_code=404, media_type="text/plain")
@@ -427,13 +541,14 @@ def create_app(
 
     @app.post("/cases/{case_id}/decision")
     def decide(
+        request: Request,
         case_id: str,
         officer: Annotated[Officer, Depends(officer_with("decide"))],
         action: Annotated[str, Form()] = "",
         comment: Annotated[str, Form()] = "",
         csrf: Annotated[str, Form()] = "",
     ) -> Response:
-        check_csrf(officer, csrf)
+        check_csrf(officer, csrf, request)
         case = load_case(case_id)
         if action not in ACTIONS:
             raise PageError(400, "Unknown decision", "Choose confirm, clear or escalate.")
@@ -444,21 +559,21 @@ def create_app(
         if action == "escalate":
             allowed = (OPEN,)
         if case.status not in allowed:
-            return case_page(case, officer, 409, f"This case is {case.status}; not decided again.")
+            return after_conflict(case_id, officer,
+                                  f"This case is {case.status}; not decided again.")
         if action == "clear":
             previous = store.claim_for_release(case_id, allowed, officer.name)
             if previous is None:
-                return case_page(load_case(case_id), officer, 409,
-                                 "Another officer decided this case first.")
+                return after_conflict(case_id, officer,
+                                      "Another officer decided this case first.")
             problem = release(case, officer)
             if problem is not None:
                 store.release_refused(case_id, previous, officer.name)
                 store.audit(officer.name, "RELEASE_FAILED", case_id, problem)
-                return case_page(load_case(case_id), officer, 409, problem)
+                return after_conflict(case_id, officer, problem)
             allowed = (RELEASING,)
         if not store.decide(case_id, officer.name, action, comment, allowed):
-            return case_page(load_case(case_id), officer, 409,
-                             "Another officer decided this case first.")
+            return after_conflict(case_id, officer, "Another officer decided this case first.")
         log.info("case_decided", case_id=case_id, lane_id=case.lane_id, action=action,
                  officer=officer.name)
         return RedirectResponse(f"/?decided={action}", status_code=303)
@@ -493,13 +608,45 @@ def create_app(
                       poll_ms=settings.poll_ms, notice=notice, notice_kind="error")
 
     @app.get("/api/lanes")
-    def lanes_api(officer: Annotated[Officer, Depends(officer_with("lanes"))]) -> JSONResponse:
+    def lanes_api(
+        officer: Annotated[Officer, Depends(officer_with("lanes", background=True))]
+    ) -> JSONResponse:
         return JSONResponse(lanes_data())
 
     @app.get("/audit", response_class=HTMLResponse)
-    def audit_page(officer: Annotated[Officer, Depends(officer_with("audit"))]) -> Response:
-        store.audit(officer.name, "VIEW_AUDIT")
-        return render("audit.html", officer, rows=store.audit_log(limit=500))
+    def audit_page(
+        officer: Annotated[Officer, Depends(officer_with("audit"))],
+        officer_name: Annotated[str, Query(alias="officer", max_length=64)] = "",
+        event: Annotated[str, Query(max_length=40)] = "",
+        since: Annotated[str, Query(max_length=32)] = "",
+        until: Annotated[str, Query(max_length=32)] = "",
+        before: int | None = None,
+        after: int | None = None,
+    ) -> Response:
+        """Newest first, AUDIT_PAGE_ROWS a page, filtered by officer, event and time
+        (UTC); "older" and "newer" links page through the filtered rows."""
+        who, what = officer_name.strip().lower(), event.strip().upper()
+        t_since, t_until = _parse_utc(since), _parse_utc(until)
+        filters = {k: v for k, v in (("officer", who), ("event", what), ("since", since.strip()),
+                                     ("until", until.strip())) if v}
+        shown = " ".join(f"{k}={v}" for k, v in filters.items())
+        paging = f"before={before}" if before is not None else (
+            f"after={after}" if after is not None else "")
+        store.audit(officer.name, "VIEW_AUDIT", detail=" ".join(x for x in (shown, paging) if x))
+        rows, older, newer = store.audit_page(
+            user=who or None, action=what or None, since=t_since, until=t_until,
+            before_id=before, after_id=after, limit=AUDIT_PAGE_ROWS,
+        )
+
+        def link(**edge: int) -> str:
+            return "/audit?" + urllib.parse.urlencode({**filters, **edge})
+
+        older_url = link(before=int(rows[-1]["id"])) if older and rows else (
+            link(before=after + 1) if older and after is not None else None)
+        newer_url = link(after=int(rows[0]["id"])) if newer and rows else (
+            link(after=before - 1) if newer and before is not None else None)
+        return render("audit.html", officer, rows=rows, filters=filters, events=AUDIT_EVENTS,
+                      older_url=older_url, newer_url=newer_url, page_rows=AUDIT_PAGE_ROWS)
 
     # -- assets ------------------------------------------------------------------------
 

@@ -164,6 +164,24 @@ TEMPLATES["audit.html"] = """{% extends "base.html" %}
 {% block title %}Audit log · e-gate review{% endblock %}
 {% block main %}
 <h1>Audit log</h1>
+<form method="get" action="/audit" class="filter" id="audit-filter">
+  <label>Officer <input name="officer" id="f-officer" value="{{ filters.get('officer', '') }}"
+   maxlength="64"></label>
+  <label>Event <input name="event" id="f-event" list="audit-events" maxlength="40"
+   value="{{ filters.get('event', '') }}"></label>
+  <datalist id="audit-events">{% for e in events %}<option value="{{ e }}">{% endfor %}</datalist>
+  <label>From (UTC) <input name="since" id="f-since" placeholder="YYYY-MM-DDTHH:MM"
+   maxlength="32" value="{{ filters.get('since', '') }}"></label>
+  <label>Before (UTC) <input name="until" id="f-until" placeholder="YYYY-MM-DDTHH:MM"
+   maxlength="32" value="{{ filters.get('until', '') }}"></label>
+  <button type="submit" id="f-apply">Show</button>
+  {% if filters %}<a href="/audit" id="f-clear">All rows</a>{% endif %}
+</form>
+{% macro pager(tail) %}<p class="pager">{% if newer_url %}<a id="audit-prev{{ tail }}"
+ href="{{ newer_url }}">← Newer</a>{% endif %} {% if older_url %}<a id="audit-next{{ tail }}"
+ href="{{ older_url }}">Older →</a>{% endif %}
+ <span class="hint">{{ page_rows }} rows a page, newest first.</span></p>{% endmacro %}
+{{ pager("") }}
 <p class="hint">Chain: ✓ the row's MAC checks under the audit key; "legacy" hashed under
 the old unkeyed rule, before the keyed chain began; UNVERIFIED: nothing vouches for the row
 (no MAC, or one that does not check) — treat it as not written by this server.
@@ -174,7 +192,10 @@ the old unkeyed rule, before the keyed chain began; UNVERIFIED: nothing vouches 
 <td>{{ a.at|utc }}</td><td>{{ a.user_name }}</td><td>{{ a.action }}</td>
 <td>{% if a.case_id %}<a href="/cases/{{ a.case_id }}">{{ a.case_id[:8] }}</a>{% endif %}</td>
 <td>{{ a.detail }}</td><td class="chain">{{ {"verified": "✓", "legacy": "legacy",
- "unverified": "UNVERIFIED"}[a.chain] }}</td></tr>{% endfor %}</table>
+ "unverified": "UNVERIFIED"}[a.chain] }}</td></tr>
+{% else %}<tr><td colspan="6" class="empty" id="audit-none">No rows match.</td></tr>
+{% endfor %}</table>
+{{ pager("-bottom") }}
 {% endblock %}
 """
 
@@ -215,6 +236,9 @@ th, td { border: 1px solid #c9d1d9; padding: .3em .6em; text-align: left; vertic
 .actions { display: flex; gap: .8em; }
 button { padding: .4em .9em; font: inherit; cursor: pointer; }
 .empty { color: #6a737d; }
+.filter { display: flex; flex-wrap: wrap; gap: .8em; align-items: end; margin-bottom: .8em; }
+.filter label { display: grid; gap: .2em; }
+.pager { display: flex; gap: 1.2em; }
 tr.chain-unverified td { background: #fdecea; color: #b3261e; }
 tr.chain-unverified td.chain { font-weight: 700; }
 """
@@ -223,11 +247,22 @@ JS = r"""
 "use strict";
 (function () {
   function cell(text) { const td = document.createElement("td"); td.textContent = text; return td; }
+  // A background poll counts as the officer's activity only when they typed, clicked or
+  // scrolled since the last one: an unattended station signs itself out.
+  let active = false;
+  ["keydown", "pointerdown", "wheel", "touchstart"].forEach(function (kind) {
+    document.addEventListener(kind, function () { active = true; }, {passive: true});
+  });
+  function poll(url) {
+    const headers = active ? {"X-User-Activity": "1"} : {};
+    active = false;
+    return fetch(url, {credentials: "same-origin", cache: "no-store", headers: headers});
+  }
   function utc(t) { return new Date(t * 1000).toISOString().replace("T", " ").slice(0, 19) + "Z"; }
   function refreshQueue(table) {
     const lane = table.dataset.lane;
     const url = "/api/queue" + (lane ? "?lane=" + encodeURIComponent(lane) : "");
-    fetch(url, {credentials: "same-origin", cache: "no-store"})
+    poll(url)
       .then(function (r) { if (r.status === 401) { location.href = "/login"; } return r.json(); })
       .then(function (data) {
         // Touch the page only when something changed: a link must not be swapped away
@@ -267,7 +302,7 @@ JS = r"""
       });
   }
   function refreshLanes(table) {
-    fetch("/api/lanes", {credentials: "same-origin", cache: "no-store"})
+    poll("/api/lanes")
       .then(function (r) { if (r.status === 401) { location.href = "/login"; } return r.json(); })
       .then(function (data) {
         const shown = JSON.stringify(data.lanes);

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -204,6 +205,26 @@ class UserRecord:
     failed_attempts: int
     locked_until: float | None
     disabled: bool
+
+
+#: Officer names: a letter, then letters, digits, ".", "_" or "-"; 2 to 32 in all, kept in
+#: lower case and compared ignoring case.
+USER_NAME_RE = re.compile(r"[a-z][a-z0-9._-]{1,31}")
+#: Names the software itself writes into the audit log; no officer may take them.
+RESERVED_USER_NAMES = frozenset({"system", "unknown", "anonymous", "nobody", "root"})
+
+
+def check_user_name(name: str) -> str:
+    """The canonical (lower-case) form of an officer's name, or ValueError saying why not."""
+    canonical = name.lower()
+    if not USER_NAME_RE.fullmatch(canonical):
+        raise ValueError(
+            f"officer name {name!r} not allowed: 2-32 characters, a letter first, then "
+            "letters, digits, '.', '_' or '-'"
+        )
+    if canonical in RESERVED_USER_NAMES:
+        raise ValueError(f"officer name {name!r} is reserved")
+    return canonical
 
 
 @dataclass(frozen=True)
@@ -830,10 +851,68 @@ class CaseStore:
                 "action": r["action"], "case_id": r["case_id"], "detail": r["detail"],
                 "chain": mark}
 
+    # -- the audit page: filters and pages ---------------------------------------------
+
+    def audit_page(
+        self, *, user: str | None = None, action: str | None = None,
+        since: float | None = None, until: float | None = None,
+        before_id: int | None = None, after_id: int | None = None, limit: int = 100,
+    ) -> tuple[list[dict[str, Any]], bool, bool]:
+        """One page of the audit log, newest first: the rows older than ``before_id`` (or
+        newer than ``after_id``; else the newest) that match the filters (officer name
+        ignoring case, action, ``since <= at < until``). Returns (rows, older rows exist,
+        newer rows exist)."""
+        where: list[str] = ["1 = 1"]
+        params: list[Any] = []
+        if user:
+            where.append("lower(user_name) = ?")
+            params.append(user.lower())
+        if action:
+            where.append("action = ?")
+            params.append(action)
+        if since is not None:
+            where.append("at >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("at < ?")
+            params.append(until)
+        cond = " AND ".join(where)
+        cols = chain.AUDIT_COLUMNS
+        with self._read() as tx:
+            if after_id is not None:
+                rows = tx.rows(f"SELECT {cols} FROM audit WHERE {cond} AND id > ? "
+                               "ORDER BY id LIMIT ?", (*params, after_id, limit))
+                rows.reverse()
+            elif before_id is not None:
+                rows = tx.rows(f"SELECT {cols} FROM audit WHERE {cond} AND id < ? "
+                               "ORDER BY id DESC LIMIT ?", (*params, before_id, limit))
+            else:
+                rows = tx.rows(f"SELECT {cols} FROM audit WHERE {cond} ORDER BY id DESC "
+                               "LIMIT ?", (*params, limit))
+
+            def exists(op: str, edge: int) -> bool:
+                return tx.one(f"SELECT id FROM audit WHERE {cond} AND id {op} ? LIMIT 1",
+                              (*params, edge)) is not None
+
+            if rows:
+                older = exists("<", int(rows[-1]["id"]))
+                newer = exists(">", int(rows[0]["id"]))
+            else:  # an empty page past either end: offer the way back
+                older = after_id is not None and exists("<=", after_id)
+                newer = before_id is not None and exists(">=", before_id)
+            first = tx.one("SELECT id FROM audit WHERE key_id IS NOT NULL ORDER BY id LIMIT 1")
+        first_keyed = None if first is None else int(first["id"])
+        return [self._shown(r, first_keyed) for r in rows], older, newer
+
     # -- officers and sessions ---------------------------------------------------------
 
     def add_user(self, name: str, role: str, password_hash: str) -> bool:
+        """Add an officer; the name must pass :func:`check_user_name` (ValueError if not)
+        and is kept in lower case. False when the name exists, in any case."""
+        name = check_user_name(name)
         with self._tx() as tx:
+            if tx.one("SELECT name FROM users WHERE lower(name) = ?", (name,)) is not None:
+                return False
             added = tx.run(
                 "INSERT INTO users (name, role, password_hash, created_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (name) DO NOTHING",
@@ -846,61 +925,143 @@ class CaseStore:
             return added > 0
 
     def set_password(self, name: str, password_hash: str) -> bool:
+        """New password, account unlocked, and every session of it ended."""
         with self._tx() as tx:
-            return tx.run(
+            changed = tx.run(
                 "UPDATE users SET password_hash = ?, failed_attempts = 0, locked_until = NULL "
                 "WHERE name = ?",
                 (password_hash, name),
             ) > 0
+            if changed:
+                tx.run("DELETE FROM sessions WHERE user_name = ?", (name,))
+            return changed
+
+    def set_disabled(self, name: str, disabled: bool) -> bool:
+        """Disable (every session ended, sign-in refused) or enable an account."""
+        with self._tx() as tx:
+            changed = tx.run(
+                "UPDATE users SET disabled = ? WHERE name = ?", (1 if disabled else 0, name)
+            ) > 0
+            if changed and disabled:
+                tx.run("DELETE FROM sessions WHERE user_name = ?", (name,))
+            return changed
+
+    def set_role(self, name: str, role: str) -> bool:
+        """A new role; the account's sessions end, so no page stays open under the old one."""
+        with self._tx() as tx:
+            changed = tx.run("UPDATE users SET role = ? WHERE name = ?", (role, name)) > 0
+            if changed:
+                tx.run("DELETE FROM sessions WHERE user_name = ?", (name,))
+            return changed
+
+    def remove_user(self, name: str) -> bool:
+        """Remove an account and its sessions. Its decisions and audit rows stay."""
+        with self._tx() as tx:
+            tx.run("DELETE FROM sessions WHERE user_name = ?", (name,))
+            return tx.run("DELETE FROM users WHERE name = ?", (name,)) > 0
+
+    _USER_COLUMNS = "name, role, password_hash, failed_attempts, locked_until, disabled"
 
     def user(self, name: str) -> UserRecord | None:
         with self._read() as tx:
-            row = tx.one(
-                "SELECT name, role, password_hash, failed_attempts, locked_until, disabled "
-                "FROM users WHERE name = ?",
-                (name,),
-            )
+            row = tx.one(f"SELECT {self._USER_COLUMNS} FROM users WHERE name = ?", (name,))
         if row is None:
             return None
         row["disabled"] = bool(row["disabled"])
         return UserRecord(**row)
 
-    def users(self) -> list[UserRecord]:
+    def find_user(self, name: str) -> UserRecord | None:
+        """The account whose name equals ``name`` ignoring case; None when there is none,
+        or (in a store from before names were compared so) more than one."""
         with self._read() as tx:
             rows = tx.rows(
-                "SELECT name, role, password_hash, failed_attempts, locked_until, disabled "
-                "FROM users ORDER BY name"
+                f"SELECT {self._USER_COLUMNS} FROM users WHERE lower(name) = ?", (name.lower(),)
             )
+        if len(rows) != 1:
+            return None
+        return UserRecord(**{**rows[0], "disabled": bool(rows[0]["disabled"])})
+
+    def users(self) -> list[UserRecord]:
+        with self._read() as tx:
+            rows = tx.rows(f"SELECT {self._USER_COLUMNS} FROM users ORDER BY name")
         return [UserRecord(**{**r, "disabled": bool(r["disabled"])}) for r in rows]
 
-    def login_failed(self, name: str, max_attempts: int, lockout_s: float, now: float) -> bool:
-        """Count a failure; lock the account at the limit. Returns whether it is now locked."""
-        with self._tx() as tx:
-            row = tx.one("SELECT failed_attempts FROM users WHERE name = ?", (name,))
-            if row is None:
-                return False
-            attempts = int(row["failed_attempts"]) + 1
-            locked = attempts >= max_attempts
-            tx.run(
-                "UPDATE users SET failed_attempts = ?, locked_until = ? WHERE name = ?",
-                (0 if locked else attempts, now + lockout_s if locked else None, name),
-            )
-            return locked
+    def login_failed(self, name: str, max_attempts: int, lockout_s: float, now: float) -> str:
+        """Count a failure and lock at the limit, in one atomic UPDATE (of any number of
+        processes and threads failing at once, exactly one locks). A failure never clears
+        a lock, and one against a locked account is not counted.
 
-    def login_succeeded(self, name: str) -> None:
+        Returns ``COUNTED``, ``LOCKED_OUT`` (this failure locked the account) or ``LOCKED``
+        (it was locked already, or is gone)."""
         with self._tx() as tx:
-            tx.run(
-                "UPDATE users SET failed_attempts = 0, locked_until = NULL WHERE name = ?",
-                (name,),
+            row = tx.one(
+                """UPDATE users SET
+                       failed_attempts = CASE WHEN failed_attempts + 1 >= ? THEN 0
+                                              ELSE failed_attempts + 1 END,
+                       locked_until = CASE WHEN failed_attempts + 1 >= ? THEN ?
+                                           ELSE locked_until END
+                   WHERE name = ? AND (locked_until IS NULL OR locked_until <= ?)
+                   RETURNING locked_until""",
+                (max_attempts, max_attempts, now + lockout_s, name, now),
             )
+        if row is None:
+            return "LOCKED"
+        until = row["locked_until"]
+        return "LOCKED_OUT" if until is not None and float(until) > now else "COUNTED"
 
-    def create_session(self, token_hash: str, user: str, csrf_token: str, now: float) -> None:
+    def login_succeeded(
+        self, name: str, password_hash: str, now: float, token_hash: str, csrf_token: str,
+        max_sessions: int = 0,
+    ) -> int | None:
+        """Open a session for a verified password, atomically: only while the account is
+        enabled, not locked and still has that password (another process may have locked,
+        disabled or changed it since the hash was read). Resets the failure count. Keeps
+        the newest ``max_sessions`` sessions of the account (0: no limit).
+
+        Returns how many older sessions were ended, or None when refused."""
+        with self._tx() as tx:
+            ok = tx.run(
+                """UPDATE users SET failed_attempts = 0, locked_until = NULL
+                   WHERE name = ? AND password_hash = ? AND disabled = 0
+                   AND (locked_until IS NULL OR locked_until <= ?)""",
+                (name, password_hash, now),
+            )
+            if not ok:
+                return None
+            tx.run(
+                "INSERT INTO sessions (token_hash, user_name, csrf_token, created_at, last_seen) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (token_hash, name, csrf_token, now, now),
+            )
+            return self._cap_sessions(tx, name, max_sessions)
+
+    @staticmethod
+    def _cap_sessions(tx: _Tx, name: str, max_sessions: int) -> int:
+        if max_sessions <= 0:
+            return 0
+        keep = tx.rows(
+            "SELECT token_hash FROM sessions WHERE user_name = ? "
+            "ORDER BY created_at DESC, last_seen DESC LIMIT ?",
+            (name, max_sessions),
+        )
+        marks = ", ".join("?" for _ in keep)
+        return tx.run(
+            f"DELETE FROM sessions WHERE user_name = ? AND token_hash NOT IN ({marks})",
+            (name, *(r["token_hash"] for r in keep)),
+        )
+
+    def create_session(
+        self, token_hash: str, user: str, csrf_token: str, now: float, max_sessions: int = 0
+    ) -> int:
+        """A session for ``user`` (no password check: :meth:`login_succeeded` is the
+        sign-in). Returns how many older sessions the cap ended."""
         with self._tx() as tx:
             tx.run(
                 "INSERT INTO sessions (token_hash, user_name, csrf_token, created_at, last_seen) "
                 "VALUES (?, ?, ?, ?, ?)",
                 (token_hash, user, csrf_token, now, now),
             )
+            return self._cap_sessions(tx, user, max_sessions)
 
     def session(self, token_hash: str) -> SessionRecord | None:
         with self._read() as tx:
@@ -912,6 +1073,11 @@ class CaseStore:
                 (token_hash,),
             )
         return None if row is None else SessionRecord(**row)
+
+    def user_sessions(self, name: str) -> int:
+        with self._read() as tx:
+            row = tx.one("SELECT COUNT(*) AS n FROM sessions WHERE user_name = ?", (name,))
+        return int(row["n"]) if row else 0
 
     def touch_session(self, token_hash: str, now: float) -> None:
         with self._tx() as tx:
