@@ -329,9 +329,8 @@ def _lane_file(args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
     """The peers' options from ``--config`` and the device flags (flags win): a device
     URL that is empty or ``sim`` gets a simulated peer, any other is used as real."""
     from gate.config import LaneConfig, load_config
-    from gate.simlane.peers import PeerOptions
-
     from gate.service import stage_settings
+    from gate.simlane.peers import PeerOptions
 
     config = load_config(args.config) if args.config else LaneConfig()
     stage_settings(config)  # a bad [document] or [face] is exit 2 before any peer starts
