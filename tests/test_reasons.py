@@ -2,7 +2,7 @@
 
 The source of gate/ and hardware/ is *read*, not run: a reason code is found where the
 product emits one — ``reasons.append("X")``, ``problems.append("X")``, ``reasons=("X",)``,
-``self._mark(Outcome.Y, event, "X")``, ``_Cause(OVERLAY, "X")``, ``DeviceHealth.bad("X")``,
+``self._mark(Outcome.Y, event, "X")``, ``Cause(OVERLAY, "X")``, ``DeviceHealth.bad("X")``,
 ``PortraitCut(..., "X")``, a local ``reason = "X"``, a module constant ``X = "X"``, the named
 reason sets (``RETRY_REASONS``, ``UNTRUSTED``, ``UNREADABLE``) — while log event names
 (lower case) and log-only ``reason=`` keywords of log calls are not. Codes built at run time
@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import gate.lane as lane
+from gate.lane import guards
 from gate.reasons import FAMILIES, REASONS, RELEASE_REFUSALS, STAGES, describe, known, lookup
 from hardware.docreader import mrz as icao
 
@@ -43,7 +44,7 @@ _EMITS = re.compile("|".join((
     r"\"reasons\"\s*:\s*\[",  # the JSON answer of a command
     r"\breturn\s+\[\s*\"",  # policy.judge: return ["MRZ_INVALID"]
     r"\.\s*_?mark\(",  # self._mark(Outcome.X, event, "Y"), passage.mark(Outcome.X, "Y")
-    r"\b_Cause\(",  # why the lane stops serving travellers
+    r"\bCause\(",  # why the lane stops serving travellers (gate.lane.guards)
     r"\bDeviceHealth\.bad\(",
     r"\bPortraitCut\(",
     r"^\s*reason\s*(?::[^=]*)?\s=\s",  # a local: reason = "A" if ... else "B"
@@ -111,12 +112,14 @@ def scan(files: Iterable[Path]) -> tuple[dict[str, set[str]], dict[str, set[str]
 
 
 def _lane_source() -> str:
-    return inspect.getsource(lane)
+    """The lane's source, all of its modules (controller, guards, machine, records, doors)."""
+    return "\n".join(path.read_text(encoding="utf-8")
+                     for path in sorted((ROOT / "gate" / "lane").glob("*.py")))
 
 
 def _function(source: str, name: str) -> str:
     m = re.search(rf"\n(\s*)def {name}\(.*?(?=\n\1def |\n\S|\Z)", source, re.S)
-    assert m is not None, f"gate/lane.py has no {name}()"
+    assert m is not None, f"gate/lane/ has no {name}()"
     return m.group(0)
 
 
@@ -132,7 +135,7 @@ def expansions() -> dict[str, set[str]]:
         "DATE_OF_BIRTH_": {f"DATE_OF_BIRTH_{p}" for p in date_problems},
         "DATE_OF_EXPIRY_": {f"DATE_OF_EXPIRY_{p}" for p in date_problems},
         # families, one per stage: DOCUMENT_STAGE_ERROR:<Exception>, ...
-        "_STAGE_ERROR:": {f"{s.error_prefix}_STAGE_ERROR:" for s in lane._STAGES.values()},
+        "_STAGE_ERROR:": {f"{s.error_prefix}_STAGE_ERROR:" for s in lane.STAGES.values()},
         # the lane's cause for a device unhealthy without a reason: f"{name.upper()}_FAILED"
         "_FAILED": {f"{name.upper()}_FAILED" for name in devices},
     }
@@ -155,12 +158,12 @@ def lane_built_codes() -> dict[str, str]:
                 or not any(s in lane.PASSAGE_STATES for s in sources)):
             continue
         out[t["trigger"].upper()] = f"trigger {t['trigger']} ends a passage in {dest}"
-    # board flags that stop the lane: _Cause(OUT_OF_SERVICE, str(flag.name))
-    flags = re.search(r"for flag in \(([^)]*)\):\s*\n\s*if flag in status\.flags:\s*\n"
-                      r"\s*return _Cause\(OUT_OF_SERVICE, str\(flag\.name\)\)", source)
-    assert flags is not None, "Lane._blocking_cause: the board flags were not found"
-    for flag in re.findall(r"Flag\.(\w+)", flags.group(1)):
-        out[flag] = "board flag in Lane._blocking_cause"
+    # board conditions that stop the lane: Cause(OUT_OF_SERVICE, condition.value)
+    assert re.search(r"for condition in OUT_OF_SERVICE_CONDITIONS:\s*\n\s*if board\.has\("
+                     r"condition\):\s*\n\s*return Cause\(OUT_OF_SERVICE, condition\.value\)",
+                     source), "guards.blocking_cause: the board conditions were not found"
+    for condition in guards.OUT_OF_SERVICE_CONDITIONS:
+        out[condition.value] = "board condition in gate.lane.guards.blocking_cause"
     return out
 
 
@@ -273,7 +276,7 @@ def test_no_stale_registry_entries() -> None:
 
 def test_release_refusals_match_the_safety_guard() -> None:
     source = _lane_source()
-    returned = set(re.findall(rf'return "({CODE})"', _function(source, "_release_refusal")))
+    returned = set(re.findall(rf'return "({CODE})"', _function(source, "release_refusal")))
     fallback = set(re.findall(rf'else "({CODE})"', _function(source, "mark_release_refused")))
     assert returned and fallback
     assert set(RELEASE_REFUSALS) == returned | fallback
@@ -297,7 +300,7 @@ def test_scanner_finds_what_it_should_and_nothing_else(tmp_path: Path) -> None:
         '    reasons.append(OTHER_NAME)',
         '    reason = "CHOSEN_CODE" if x else "OTHER_CODE"',
         '    self._mark(Outcome.TIMEOUT, event, "MARKED_CODE")',
-        '    return _Cause(OUT_OF_SERVICE, "CAUSE_CODE")',
+        '    return Cause(OUT_OF_SERVICE, "CAUSE_CODE")',
         '    return DeviceHealth.bad("HEALTH_CODE", "some detail")',
         '    return DocumentOutcome(accepted=False, reasons=("OUTCOME_CODE",))',
         '    counts["NOT_A_REASON_EITHER"] += 1',

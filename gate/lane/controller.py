@@ -1,37 +1,69 @@
-"""The lane state machine: one traveller at a time through the ENTRY/EXIT mantrap.
+"""The lane's owner: one traveller at a time through the ENTRY/EXIT mantrap.
 
 Everything the lane reacts to — barrier notices, stage results, timer expiries and
 operator commands — is put on one queue and consumed by ONE owner thread, which is the
 only thread that fires triggers or commands the board. Stages run on worker threads and
-post their result back; the board link is kept alive by the driver's own thread, so a
-slow stage can never starve the poll or trip the board's watchdog.
+post their result back; the board link is kept alive by the driver's own thread (in a
+link process of its own), so a slow stage can never starve the poll.
 
-How to read this file: ``STATES`` and ``TRANSITIONS`` below are the whole machine
-(``gate diagram`` draws it from them). ``DOOR_WANTS`` and ``LAMPS`` say, per state, which
-position each door should reach and what each lamp shows; ``_drive_doors`` moves the doors
-towards that wish, and every door command passes the one safety guard,
-``_door_refusal``. After every input, ``_settle`` fires the first trigger whose fact holds
-(an overlay first: emergency, maintenance, out of service), until nothing more applies;
-callbacks never fire triggers themselves, so nothing loops inside ``on_enter``.
+The lane is split by concern: ``gate.lane.machine`` is the machine as data (one row per
+state, the transitions, the facts, the stages), ``gate.lane.guards`` the safety rules as
+pure functions, ``gate.lane.doors`` the door driver, ``gate.lane.records`` the passage and
+its record. This module wires them: after every input, ``_settle`` fires the first
+trigger whose fact holds (an overlay first: emergency, maintenance, out of service),
+until nothing more applies, then drives the doors towards the state's wish, every
+command through ``guards.door_refusal``; callbacks never fire triggers themselves, so
+nothing loops inside ``on_enter``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import enum
 import itertools
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
 import structlog
-from transitions import EventData, Machine
+from transitions import EventData
 
 from gate.config import LaneConfig
+from gate.lane import guards
+from gate.lane.doors import DoorDriver
+from gate.lane.guards import Cause
+from gate.lane.machine import (
+    ADMITTING,
+    CAPTURING_FACE,
+    CLOSING_ENTRY,
+    CLOSING_REJECTED,
+    DOOR_WANTS,
+    EMERGENCY,
+    FACTS,
+    FAULT,
+    IDLE,
+    LAMPS,
+    MAINTENANCE,
+    OUT_OF_SERVICE,
+    OVERLAY_STATES,
+    PASSAGE_STATES,
+    PRE_RELEASE_STATES,
+    RECOVERING,
+    REJECTED,
+    STAGES,
+    build_machine,
+)
+from gate.lane.records import (
+    Outcome,
+    Passage,
+    PassageEvidence,
+    PassageRecord,
+    StageResult,
+    StateChange,
+)
 from gate.stages import (
     CaptureOutcome,
     DocumentCheck,
@@ -47,297 +79,20 @@ from hardware.barrier.api import (
     BarrierState,
     BoardChange,
     BoardRestarted,
-    CommandRejected,
-    Condition,
     Door,
     DoorAction,
     DoorState,
     LinkLost,
     LinkRestored,
-    Side,
     Signal,
     ZoneCounted,
 )
 from hardware.device import DeviceHealth
 
-# ------------------------------------------------------------------ the machine, as data
-
-IDLE = "idle"
-READING_DOCUMENT = "reading_document"
-ADMITTING = "admitting"
-CLOSING_ENTRY = "closing_entry"
-CAPTURING_FACE = "capturing_face"
-VERIFYING = "verifying"
-RELEASING = "releasing"
-CLOSING_EXIT = "closing_exit"
-REJECTED = "rejected"
-CLOSING_REJECTED = "closing_rejected"
-RECOVERING = "recovering"
-OUT_OF_SERVICE = "out_of_service"
-EMERGENCY = "emergency"
-MAINTENANCE = "maintenance"
-FAULT = "fault"
-
-#: A passage is open while the lane is in one of these states.
-PASSAGE_STATES = (
-    READING_DOCUMENT, ADMITTING, CLOSING_ENTRY, CAPTURING_FACE, VERIFYING, RELEASING,
-    CLOSING_EXIT, REJECTED, CLOSING_REJECTED,
-)
-#: Before the exit has been released: a second person in the zone here is tailgating.
-PRE_RELEASE_STATES = (ADMITTING, CLOSING_ENTRY, CAPTURING_FACE, VERIFYING)
-#: A traveller may be inside the lane (so mains loss lets the passage finish).
-ADMITTED_STATES = tuple(s for s in PASSAGE_STATES if s != READING_DOCUMENT)
-OVERLAY_STATES = (OUT_OF_SERVICE, EMERGENCY, MAINTENANCE, FAULT)
-#: Where time is spent on the host (stages) versus in the physical world (doors, walking).
-SYSTEM_STATES = (READING_DOCUMENT, CAPTURING_FACE, VERIFYING)
-PHYSICAL_STATES = (ADMITTING, CLOSING_ENTRY, RELEASING, CLOSING_EXIT, REJECTED,
-                   CLOSING_REJECTED)
-
-STATES: tuple[str, ...] = (
-    IDLE, *PASSAGE_STATES, RECOVERING, OUT_OF_SERVICE, EMERGENCY, MAINTENANCE, FAULT,
-)
-
-
-
-def _all_but(*excluded: str) -> list[str]:
-    return [s for s in STATES if s not in excluded]
-
-
-#: Each entry: trigger, source(s), dest (None: internal), and optional conditions/before/after.
-TRANSITIONS: list[dict[str, Any]] = [
-    # ---- the passage
-    {"trigger": "document_presented", "source": IDLE, "dest": READING_DOCUMENT,
-     "conditions": "lane_is_clear"},
-    {"trigger": "document_accepted", "source": READING_DOCUMENT, "dest": ADMITTING},
-    {"trigger": "document_rejected", "source": READING_DOCUMENT, "dest": IDLE,
-     "before": "mark_document_rejected"},
-    {"trigger": "timeout", "source": READING_DOCUMENT, "dest": IDLE, "before": "mark_timeout"},
-    {"trigger": "tailgate_detected", "source": list(PRE_RELEASE_STATES), "dest": REJECTED,
-     "before": "mark_tailgating"},
-    {"trigger": "intruder_detected", "source": [READING_DOCUMENT, ADMITTING], "dest": REJECTED,
-     "before": "mark_intruder"},
-    {"trigger": "traveller_inside", "source": ADMITTING, "dest": CLOSING_ENTRY},
-    # somebody stepped into the zone and back out before the lane saw them inside: close
-    # ENTRY and let the closed doors tell (zone empty: TURNED_BACK; back inside: capture)
-    {"trigger": "zone_cleared", "source": ADMITTING, "dest": CLOSING_ENTRY,
-     "conditions": "someone_was_inside"},
-    {"trigger": "timeout", "source": ADMITTING, "dest": CLOSING_ENTRY, "before": "mark_timeout"},
-    {"trigger": "doors_closed", "source": CLOSING_ENTRY, "dest": CAPTURING_FACE,
-     "conditions": "zone_has_one"},
-    {"trigger": "doors_closed", "source": CLOSING_ENTRY, "dest": IDLE,
-     "conditions": "zone_is_empty", "before": "mark_turned_back"},
-    {"trigger": "timeout", "source": CLOSING_ENTRY, "dest": REJECTED, "before": "mark_timeout"},
-    {"trigger": "face_captured", "source": CAPTURING_FACE, "dest": VERIFYING},
-    {"trigger": "face_not_captured", "source": CAPTURING_FACE, "dest": REJECTED,
-     "before": "mark_face_not_captured"},
-    {"trigger": "timeout", "source": CAPTURING_FACE, "dest": REJECTED,
-     "before": "mark_face_not_captured"},
-    {"trigger": "match_confirmed", "source": VERIFYING, "dest": RELEASING,
-     "conditions": "exit_may_open"},
-    {"trigger": "match_confirmed", "source": VERIFYING, "dest": REJECTED,
-     "unless": "exit_may_open", "before": "mark_release_refused"},
-    {"trigger": "match_refused", "source": VERIFYING, "dest": REJECTED,
-     "before": "mark_face_mismatch"},
-    {"trigger": "timeout", "source": VERIFYING, "dest": REJECTED, "before": "mark_timeout"},
-    {"trigger": "zone_cleared", "source": RELEASING, "dest": CLOSING_EXIT},
-    {"trigger": "timeout", "source": RELEASING, "dest": REJECTED,
-     "before": "mark_turned_back"},
-    {"trigger": "doors_closed", "source": CLOSING_EXIT, "dest": IDLE,
-     "conditions": "zone_is_empty", "before": "mark_passed"},
-    {"trigger": "doors_closed", "source": CLOSING_EXIT, "dest": REJECTED,
-     "unless": "zone_is_empty", "before": "mark_turned_back"},
-    {"trigger": "timeout", "source": CLOSING_EXIT, "dest": OUT_OF_SERVICE,
-     "before": "mark_timeout"},
-    {"trigger": "zone_cleared", "source": REJECTED, "dest": CLOSING_REJECTED},
-    {"trigger": "timeout", "source": REJECTED, "dest": OUT_OF_SERVICE, "before": "mark_timeout"},
-    {"trigger": "doors_closed", "source": CLOSING_REJECTED, "dest": IDLE,
-     "conditions": "zone_is_empty"},
-    {"trigger": "doors_closed", "source": CLOSING_REJECTED, "dest": REJECTED,
-     "unless": "zone_is_empty"},
-    {"trigger": "timeout", "source": CLOSING_REJECTED, "dest": OUT_OF_SERVICE,
-     "before": "mark_timeout"},
-    {"trigger": "timeout", "source": IDLE, "dest": None, "after": "end_red_cross"},
-    # ---- recovery: doors closed and the zone empty before a new traveller
-    {"trigger": "doors_closed", "source": RECOVERING, "dest": IDLE,
-     "conditions": "zone_is_empty"},
-    {"trigger": "doors_closed", "source": RECOVERING, "dest": REJECTED,
-     "unless": "zone_is_empty"},  # the new passage is marked OCCUPIED_AFTER_RECOVERY
-    {"trigger": "timeout", "source": RECOVERING, "dest": OUT_OF_SERVICE},
-    {"trigger": "timeout", "source": OUT_OF_SERVICE, "dest": RECOVERING,
-     "prepare": "clear_latched_faults", "conditions": "nothing_blocks"},
-    {"trigger": "timeout", "source": OUT_OF_SERVICE, "dest": None, "after": "rearm_timer"},
-    {"trigger": "board_restarted", "source": [IDLE, *PASSAGE_STATES, RECOVERING],
-     "dest": RECOVERING},
-    {"trigger": "officer_reset", "source": [FAULT, REJECTED, CLOSING_REJECTED, OUT_OF_SERVICE],
-     "dest": RECOVERING},
-    # an officer who reviewed the case clears the traveller still inside: a human decision
-    {"trigger": "officer_released", "source": [REJECTED, CLOSING_REJECTED], "dest": RELEASING,
-     "conditions": "officer_may_release", "before": "mark_officer_release"},
-    # ---- overlays
-    {"trigger": "emergency_raised", "source": _all_but(EMERGENCY), "dest": EMERGENCY},
-    {"trigger": "emergency_cleared", "source": EMERGENCY, "dest": RECOVERING},
-    {"trigger": "maintenance_started", "source": _all_but(EMERGENCY, MAINTENANCE),
-     "dest": MAINTENANCE},
-    {"trigger": "maintenance_ended", "source": MAINTENANCE, "dest": RECOVERING},
-    {"trigger": "service_lost", "source": _all_but(*OVERLAY_STATES), "dest": OUT_OF_SERVICE},
-    {"trigger": "callback_failed", "source": _all_but(FAULT), "dest": FAULT},
-]
-
-#: Facts checked after every input, in this order; each names the trigger it fires.
-FACTS: tuple[str, ...] = ("intruder_detected", "tailgate_detected", "traveller_inside",
-                          "zone_cleared", "doors_closed")
-
-OPEN, SHUT = DoorState.OPEN, DoorState.CLOSED
-#: Where each door should be, per state: (ENTRY, EXIT). None: the host leaves the doors alone.
-DOOR_WANTS: dict[str, tuple[DoorState, DoorState] | None] = {
-    IDLE: (SHUT, SHUT), READING_DOCUMENT: (SHUT, SHUT),
-    ADMITTING: (OPEN, SHUT), CLOSING_ENTRY: (SHUT, SHUT),
-    CAPTURING_FACE: (SHUT, SHUT), VERIFYING: (SHUT, SHUT),
-    RELEASING: (SHUT, OPEN), CLOSING_EXIT: (SHUT, SHUT),
-    REJECTED: (OPEN, SHUT), CLOSING_REJECTED: (SHUT, SHUT),
-    RECOVERING: (SHUT, SHUT), OUT_OF_SERVICE: (SHUT, SHUT), FAULT: (SHUT, SHUT),
-    EMERGENCY: None, MAINTENANCE: None,
-}
-
-S = Signal
-#: What each lamp shows, per state: (ENTRY side, EXIT side).
-LAMPS: dict[str, tuple[Signal, Signal]] = {
-    IDLE: (S.WAIT, S.RED_CROSS),  # present your document here; nobody in from landside
-    READING_DOCUMENT: (S.WAIT, S.RED_CROSS),
-    ADMITTING: (S.GREEN_ARROW, S.RED_CROSS),
-    CLOSING_ENTRY: (S.RED_CROSS, S.WAIT),
-    CAPTURING_FACE: (S.RED_CROSS, S.WAIT),
-    VERIFYING: (S.RED_CROSS, S.WAIT),
-    RELEASING: (S.RED_CROSS, S.GREEN_ARROW),
-    CLOSING_EXIT: (S.WAIT, S.RED_CROSS),
-    REJECTED: (S.OFFICER_CALLED, S.RED_CROSS),
-    CLOSING_REJECTED: (S.OFFICER_CALLED, S.RED_CROSS),
-    RECOVERING: (S.WAIT, S.RED_CROSS),
-    OUT_OF_SERVICE: (S.OUT_OF_SERVICE, S.OUT_OF_SERVICE),
-    EMERGENCY: (S.GREEN_ARROW, S.GREEN_ARROW),  # evacuate either way
-    MAINTENANCE: (S.OUT_OF_SERVICE, S.OUT_OF_SERVICE),
-    FAULT: (S.OFFICER_CALLED, S.OUT_OF_SERVICE),
-}
-
-_OTHER = {Door.ENTRY: Door.EXIT, Door.EXIT: Door.ENTRY}
-#: A door command that produced no state change is retried after this long.
-_DOOR_COMMAND_RETRY_S = 1.5
 _SETTLE_LIMIT = 32
 #: The owner thread re-checks the doors at least this often even when nothing happens
 #: (an obstructed doorway's close retry, a door command that got no answer).
 _HOUSEKEEPING_S = 0.25
-
-
-def build_machine(model: object | None) -> Machine:
-    """The lane's machine; ``model`` None gives a machine for drawing only."""
-    return Machine(
-        model=model,
-        states=list(STATES), transitions=[dict(t) for t in TRANSITIONS],
-        initial=RECOVERING, auto_transitions=False, ignore_invalid_triggers=True,
-        send_event=True, before_state_change="before_transition" if model else None,
-        after_state_change="after_transition" if model else None,
-        name="lane",
-    )
-
-
-# ------------------------------------------------------------------ records
-
-
-class Outcome(enum.StrEnum):
-    PASSED = "PASSED"
-    DOCUMENT_REJECTED = "DOCUMENT_REJECTED"
-    FACE_MISMATCH = "FACE_MISMATCH"
-    FACE_NOT_CAPTURED = "FACE_NOT_CAPTURED"
-    TAILGATING = "TAILGATING"
-    TURNED_BACK = "TURNED_BACK"
-    TIMEOUT = "TIMEOUT"
-    OUT_OF_SERVICE = "OUT_OF_SERVICE"
-    EMERGENCY = "EMERGENCY"
-    OFFICER_RELEASED = "OFFICER_RELEASED"
-
-
-@dataclass(frozen=True)
-class PassageEvidence:
-    """Personal data of one passage, for the officer's case only — never for a log."""
-
-    document: DocumentOutcome | None = None
-    capture: CaptureOutcome | None = None
-    decision: MatchDecision | None = None
-
-
-@dataclass(frozen=True)
-class PassageRecord:
-    """How one passage ended, and where its time went.
-
-    ``system_ms`` is time the lane spent in its own stages (reading the document,
-    capturing and verifying the face); ``physical_ms`` is time spent on doors and on the
-    traveller walking. Both use the host's monotonic clock; ``started_at``/``ended_at`` are
-    wall-clock (UNIX seconds) so records line up with other logs.
-    """
-
-    lane_id: str
-    passage_id: int
-    outcome: Outcome
-    reasons: tuple[str, ...]
-    started_at: float
-    ended_at: float
-    duration_ms: float
-    state_ms: Mapping[str, float]
-    system_ms: float
-    physical_ms: float
-    stages: Mapping[str, Mapping[str, Any]]  # log summaries of the stage outcomes
-    max_zone_count: int
-    officer_called: bool
-    evidence: PassageEvidence = field(default_factory=PassageEvidence, repr=False,
-                                      compare=False)
-
-    def log_summary(self) -> dict[str, Any]:
-        return {
-            "passage": self.passage_id, "outcome": str(self.outcome),
-            "reasons": list(self.reasons), "duration_ms": round(self.duration_ms, 1),
-            "system_ms": round(self.system_ms, 1), "physical_ms": round(self.physical_ms, 1),
-            "state_ms": {k: round(v, 1) for k, v in self.state_ms.items()},
-            "stages": {k: dict(v) for k, v in self.stages.items()},
-            "max_zone_count": self.max_zone_count, "officer_called": self.officer_called,
-        }
-
-
-@dataclass(frozen=True)
-class StateChange:
-    """One transition of the lane, for timelines (the sim lane, dashboards)."""
-
-    lane_id: str
-    passage_id: int | None
-    trigger: str
-    source: str
-    dest: str
-    at: float  # wall clock
-    at_monotonic: float
-
-
-@dataclass
-class _Passage:
-    id: int
-    started_at: float
-    started_mono: float
-    outcome: Outcome | None = None
-    reasons: list[str] = field(default_factory=list)
-    state_ms: dict[str, float] = field(default_factory=dict)
-    document: DocumentOutcome | None = None
-    capture: CaptureOutcome | None = None
-    decision: MatchDecision | None = None
-    tailgating_seen: bool = False
-    officer_release: bool = False  # an officer cleared this traveller after a rejection
-    entry_opened: bool = False  # ENTRY left CLOSED while admitting this passage
-    max_zone: int = 0
-    capture_attempt: int = 0  # the face capture whose result counts (0: none running)
-    capture_held: _StageDone | None = None  # its result, if it came before CAPTURING_FACE
-
-    def mark(self, outcome: Outcome, *reasons: str) -> None:
-        """The first outcome wins; reasons accumulate (they tell the whole story)."""
-        if self.outcome is None:
-            self.outcome = outcome
-        self.reasons.extend(r for r in reasons if r not in self.reasons)
 
 
 # ------------------------------------------------------------------ inputs and workers
@@ -346,15 +101,6 @@ class _Passage:
 @dataclass(frozen=True)
 class _Notice:
     notice: BarrierNotice
-
-
-@dataclass(frozen=True)
-class _StageDone:
-    passage_id: int
-    stage: str  # "document" | "capture" | "verify"
-    result: object
-    error: BaseException | None
-    attempt: int = 0  # which capture of the passage (a restarted capture's result is stale)
 
 
 @dataclass(frozen=True)
@@ -374,28 +120,6 @@ class _Guidance:
 
 _STOP = object()
 
-
-@dataclass(frozen=True)
-class _Stage:
-    """How one stage's result drives the machine."""
-
-    state: str  # the state that waits for it
-    result_type: type  # what the stage returns
-    field: str  # where the passage keeps it
-    positive: str  # the result's attribute that says yes
-    accepted: str  # trigger on yes
-    refused: str  # trigger on no (with the result's reasons) or on a crash
-    error_prefix: str  # reason code prefix when the stage raised
-
-
-_STAGES: dict[str, _Stage] = {
-    "document": _Stage(READING_DOCUMENT, DocumentOutcome, "document", "accepted",
-                       "document_accepted", "document_rejected", "DOCUMENT"),
-    "capture": _Stage(CAPTURING_FACE, CaptureOutcome, "capture", "ok",
-                      "face_captured", "face_not_captured", "CAPTURE"),
-    "verify": _Stage(VERIFYING, MatchDecision, "decision", "match",
-                     "match_confirmed", "match_refused", "VERIFY"),
-}
 
 StageDone = Callable[[object, BaseException | None], None]
 
@@ -444,12 +168,6 @@ class ThreadStageRunner:
             threads, self._threads = self._threads, []
         for thread in threads:
             thread.join(max(0.0, end - time.monotonic()))
-
-
-@dataclass(frozen=True)
-class _Cause:
-    overlay: str  # EMERGENCY | MAINTENANCE | OUT_OF_SERVICE
-    reason: str
 
 
 # ------------------------------------------------------------------ the lane
@@ -505,7 +223,7 @@ class Lane:
         self._rejection_handlers: list[Callable[[PassageRecord], None]] = []
         self._state_cond = threading.Condition()
 
-        self._passage: _Passage | None = None
+        self._passage: Passage | None = None
         self._passage_ids = itertools.count(1)
         self._pages: tuple[np.ndarray, ...] = ()
         self._cancel_capture = threading.Event()
@@ -514,13 +232,9 @@ class Lane:
         self._entered_at = clock()
         self._red_cross = False
         self._maintenance_requested = False
-        self._door_pending: dict[Door, tuple[DoorAction, float]] = {}
-        self._door_seen: dict[Door, DoorState] = {}
-        self._obstructed_since: dict[Door, float] = {}
-        self._entry_cycled = False
-        self._lamps_shown: dict[Side, Signal] = {}
-        self._last_refusal: dict[Door, str] = {}
-        self._last_cause: _Cause | None = None
+        self._doors = DoorDriver(barrier, self._log, clock,
+                                 self.config.timeouts.obstructed_doorway)
+        self._last_cause: Cause | None = None
         self.records: list[PassageRecord] = []  # the latest ones, for inspection
         self.faults: list[str] = []  # every callback exception, as "Type: message"
 
@@ -685,7 +399,7 @@ class Lane:
     def _dispatch(self, item: object) -> None:
         if isinstance(item, _Notice):
             self._on_notice(item.notice)
-        elif isinstance(item, _StageDone):
+        elif isinstance(item, StageResult):
             self._on_stage_done(item)
         elif isinstance(item, _Operator):
             self._on_operator(item)
@@ -706,13 +420,11 @@ class Lane:
         elif isinstance(notice, LinkLost | LinkRestored):
             self._log.info("lane.link", up=isinstance(notice, LinkRestored),
                            detail=notice.detail)
-            self._lamps_shown.clear()
-            self._door_pending.clear()
+            self._doors.forget()
 
     def _board_lost_its_mind(self, detail: str) -> None:
         """After a reboot the board's doors are closed and its lamps dark: start over."""
-        self._lamps_shown.clear()
-        self._door_pending.clear()
+        self._doors.forget()
         if self._passage is not None:
             self._passage.mark(Outcome.OUT_OF_SERVICE, "BOARD_RESTARTED")
         self._fire("board_restarted", detail=detail)
@@ -736,9 +448,9 @@ class Lane:
             if op.answer is not None:
                 op.answer.put(bool(taken))
 
-    def _on_stage_done(self, done: _StageDone) -> None:
+    def _on_stage_done(self, done: StageResult) -> None:
         passage = self._passage
-        stage = _STAGES[done.stage]
+        stage = STAGES[done.stage]
         if (passage is not None and done.stage == "capture" and self.state == CLOSING_ENTRY
                 and passage.id == done.passage_id and done.attempt == passage.capture_attempt):
             passage.capture_held = done  # captured while ENTRY closed: used once it is shut
@@ -811,20 +523,8 @@ class Lane:
         return any(self._fact_holds(fact, status) and self._fire(fact) for fact in FACTS)
 
     def _fact_holds(self, fact: str, status: BarrierState) -> bool:
-        if fact == "intruder_detected":
-            # somebody in the zone although ENTRY has not opened for this passage yet
-            opened = self._entry_opened_for_passage(status)
-            return status.zone_count > 0 and not opened
-        if fact == "tailgate_detected":
-            return status.zone_count > 1 or (
-                self._passage is not None and self._passage.tailgating_seen)
-        if fact == "traveller_inside":
-            return status.zone_count == 1 and not status.entry_beam
-        if fact == "zone_cleared":
-            return status.zone_count == 0 and status.beams_clear
-        if fact == "doors_closed":
-            return status.entry is DoorState.CLOSED and status.exit is DoorState.CLOSED
-        raise KeyError(fact)
+        return guards.fact_holds(fact, status, self._passage,
+                                 self._entry_opened_for_passage(status))
 
     def _entry_opened_for_passage(self, status: BarrierState) -> bool:
         passage = self._passage
@@ -834,172 +534,40 @@ class Lane:
             passage.entry_opened = True
         return passage.entry_opened
 
-    def _blocking_cause(self) -> _Cause | None:
+    def _blocking_cause(self) -> Cause | None:
         """Why the lane may not serve travellers now, highest priority first."""
-        status = self._barrier.state
-        if status is not None and status.has(Condition.EMERGENCY):
-            return _Cause(EMERGENCY, "EMERGENCY")
-        if status is None or not self._barrier.link_up:
-            return _Cause(OUT_OF_SERVICE, "LINK_DOWN")
-        if status.has(Condition.MAINTENANCE_KEY):
-            return _Cause(MAINTENANCE, "MAINTENANCE_KEY")
-        if self._maintenance_requested:
-            return _Cause(MAINTENANCE, "OPERATOR")
-        for condition in (Condition.WATCHDOG, Condition.TAMPER, Condition.DOOR_FAULT):
-            if status.has(condition):
-                return _Cause(OUT_OF_SERVICE, condition.value)
-        admitted = self.state in ADMITTED_STATES
-        if self._shutdown == "now" or (self._shutdown == "drain" and not admitted):
-            return _Cause(OUT_OF_SERVICE, "SHUTDOWN")
-        if (status.has(Condition.ON_UPS) and self.config.policy.stop_admitting_on_mains_loss
-                and not admitted):
-            return _Cause(OUT_OF_SERVICE, "MAINS_LOST")
-        if not admitted:  # a traveller inside finishes with what the lane already has
-            for name, probe in self._devices.items():
-                health = probe()
-                if not health.ok:
-                    return _Cause(OUT_OF_SERVICE, health.reason or f"{name.upper()}_FAILED")
-        return None
+        return guards.blocking_cause(
+            state=self.state, board=self._barrier.state, link_up=self._barrier.link_up,
+            maintenance_requested=self._maintenance_requested, shutdown=self._shutdown,
+            stop_admitting_on_mains_loss=self.config.policy.stop_admitting_on_mains_loss,
+            devices=self._devices)
 
     # ------------------------------------------------------------ doors and lamps
 
     def _door_refusal(self, door: Door, action: DoorAction) -> str | None:
-        """THE safety guard: every door command passes here. None means allowed.
-
-        Never a command while the link is down or EMERGENCY is raised (the board owns
-        the doors then); never open a door unless the other is CLOSED; ENTRY opens only to
-        admit into an empty zone or to send a traveller back; EXIT opens only to release a
-        traveller with a positive decision who is alone in the zone with ENTRY CLOSED.
-        """
-        status = self._barrier.state
-        if status is None or not self._barrier.link_up:
-            return "LINK_DOWN"
-        if status.has(Condition.EMERGENCY) or self.state == EMERGENCY:
-            return "EMERGENCY"
-        if action is DoorAction.CLOSE:
-            return None
-        if status.door(_OTHER[door]) is not DoorState.CLOSED:
-            return "OTHER_DOOR_NOT_CLOSED"
-        if door is Door.ENTRY:
-            if self.state == ADMITTING:
-                return None if status.zone_count == 0 else "ZONE_NOT_EMPTY"
-            return None if self.state == REJECTED else "ENTRY_NOT_WANTED"
-        if self.state != RELEASING:
-            return "NOT_RELEASING"
-        return self._release_refusal(status)
-
-    def _release_refusal(self, status: BarrierState) -> str | None:
-        passage = self._passage
-        if passage is None or not (passage.officer_release or (
-                passage.decision is not None and passage.decision.match)):
-            return "NO_POSITIVE_DECISION"
-        if passage.tailgating_seen:
-            return "TAILGATING"
-        if status.zone_count != 1:
-            return "ZONE_NOT_ONE"
-        if status.entry is not DoorState.CLOSED:
-            return "ENTRY_NOT_CLOSED"
-        if status.has(Condition.EMERGENCY):
-            return "EMERGENCY"
-        return None
-
-    def _command_door(self, door: Door, action: DoorAction) -> None:
-        refusal = self._door_refusal(door, action)
-        if refusal is not None:
-            if self._last_refusal.get(door) != refusal:
-                self._log.info("lane.door_refused", door=door.name, action=action.name,
-                               reason=refusal, state=self.state)
-                self._last_refusal[door] = refusal
-            return
-        self._last_refusal.pop(door, None)
-        self._door_pending[door] = (action, self._clock())
-        self._log.info("lane.door_command", door=door.name, action=action.name,
-                       state=self.state, passage=self.passage_id)
-        try:
-            if action is DoorAction.OPEN:
-                self._barrier.open_door(door)
-            else:
-                self._barrier.close_door(door)
-        except CommandRejected as exc:
-            # the board knew better (flags not yet polled, interlock): re-decide later
-            self._log.warning("lane.door_nak", door=door.name, action=action.name,
-                              reason=str(exc.reason))
-        except BarrierError as exc:
-            self._log.warning("lane.door_failed", door=door.name, action=action.name,
-                              error=type(exc).__name__)
+        """Every door command passes the one guard, on the newest picture of the board."""
+        return guards.door_refusal(door, action, state=self.state, board=self._barrier.state,
+                                   link_up=self._barrier.link_up, passage=self._passage)
 
     def _drive_doors(self) -> None:
         """Move each door towards where the current state wants it, closes first."""
-        wants = DOOR_WANTS.get(self.state)
-        status = self._barrier.state
-        if wants is None or status is None or not self._barrier.link_up:
-            return
-        if self.state == REJECTED and not self._entry_cycled:
-            # An ENTRY still open from admitting is closed first and then reopened: the
-            # reopening is what tells the traveller (and a tailgater) to go back.
-            self._entry_cycled = status.entry is DoorState.CLOSED
-            if not self._entry_cycled:
-                wants = (SHUT, SHUT)
-        now = self._clock()
-        for door in Door:
-            seen = status.door(door)
-            if self._door_seen.get(door) is not seen:
-                self._door_seen[door] = seen
-                self._door_pending.pop(door, None)
-            pending = self._door_pending.get(door)
-            if pending is not None and now - pending[1] > _DOOR_COMMAND_RETRY_S:
-                self._door_pending.pop(door, None)
-        plan: list[tuple[Door, DoorAction]] = []
-        for door, want in zip(Door, wants, strict=True):
-            seen = status.door(door)
-            obstructed = status.beam(door)
-            if not obstructed:
-                self._obstructed_since.pop(door, None)
-            elif door not in self._obstructed_since:
-                self._obstructed_since[door] = now
-            if door in self._door_pending:
-                continue
-            if want is DoorState.CLOSED and seen in (DoorState.OPEN, DoorState.OPENING,
-                                                     DoorState.BLOCKED):
-                # Never close on a body in the doorway; but a doorway blocked for long is
-                # given an obstruction-safe try, so a real jam ends as DOOR_FAULT.
-                if obstructed and now - self._obstructed_since[door] < (
-                        self.config.timeouts.obstructed_doorway):
-                    continue
-                if obstructed:
-                    self._obstructed_since[door] = now
-                plan.insert(0, (door, DoorAction.CLOSE))
-            elif want is DoorState.OPEN and seen is DoorState.CLOSED:
-                plan.append((door, DoorAction.OPEN))
-        for door, action in plan:
-            self._command_door(door, action)
+        self._doors.drive(DOOR_WANTS.get(self.state), self._door_refusal,
+                          cycle_entry=self.state == REJECTED, state=self.state,
+                          passage=self.passage_id)
 
     def _show_lamps(self) -> None:
-        if self._barrier.state is None or not self._barrier.link_up:
-            return
         entry, exit_ = LAMPS[self.state]
         if self.state == IDLE and self._red_cross:
             entry = Signal.RED_CROSS
         if self.state in (REJECTED, CLOSING_REJECTED) and self._passage is not None and (
                 self._passage.outcome is Outcome.TAILGATING):
             exit_ = Signal.OFFICER_CALLED
-        for side, signal in ((Side.ENTRY, entry), (Side.EXIT, exit_)):
-            if self._lamps_shown.get(side) is signal:
-                continue
-            try:
-                self._barrier.set_lamp(side, signal)
-            except BarrierError as exc:
-                self._log.warning("lane.lamp_failed", side=side.name, error=type(exc).__name__)
-                return
-            self._lamps_shown[side] = signal
+        self._doors.show((entry, exit_))
 
     # ------------------------------------------------------------ machine callbacks
 
     def lane_is_clear(self, event: EventData) -> bool:
-        status = self._barrier.state
-        return (status is not None and self._blocking_cause() is None
-                and status.zone_count == 0 and status.beams_clear
-                and status.entry is DoorState.CLOSED and status.exit is DoorState.CLOSED)
+        return guards.lane_is_clear(self._barrier.state, self._blocking_cause())
 
     def zone_is_empty(self, event: EventData) -> bool:
         status = self._barrier.state
@@ -1015,15 +583,11 @@ class Lane:
 
     def exit_may_open(self, event: EventData) -> bool:
         status = self._barrier.state
-        return status is not None and self._release_refusal(status) is None
+        return status is not None and guards.release_refusal(status, self._passage) is None
 
     def officer_may_release(self, event: EventData) -> bool:
-        """Only a lone traveller, never after tailgating, never with a cause blocking."""
-        status = self._barrier.state
-        passage = self._passage
-        return (status is not None and passage is not None and not passage.tailgating_seen
-                and status.zone_count == 1 and status.beams_clear  # not on the way out
-                and self._blocking_cause() is None)
+        return guards.officer_may_release(self._barrier.state, self._passage,
+                                          self._blocking_cause())
 
     def nothing_blocks(self, event: EventData) -> bool:
         return self._blocking_cause() is None
@@ -1084,7 +648,8 @@ class Lane:
 
     def mark_release_refused(self, event: EventData) -> None:
         status = self._barrier.state
-        why = self._release_refusal(status) if status is not None else "NO_STATUS"
+        why = (guards.release_refusal(status, self._passage) if status is not None
+               else "NO_STATUS")
         outcome = Outcome.TAILGATING if why == "TAILGATING" else Outcome.FACE_MISMATCH
         self._mark(outcome, event, f"RELEASE_REFUSED:{why}")
 
@@ -1165,7 +730,7 @@ class Lane:
         if self._passage is not None:
             self._passage.capture_attempt = 0
 
-    def _start_capture(self, passage: _Passage) -> None:
+    def _start_capture(self, passage: Passage) -> None:
         self._cancel_capture.set()
         self._cancel_capture = cancel = threading.Event()
         passage.capture_attempt = attempt = next(self._capture_attempts)
@@ -1178,14 +743,14 @@ class Lane:
 
         self._submit(pid, "capture", lambda: capture.capture(guidance, cancel), attempt)
 
-    def _drop_capture(self, passage: _Passage, reason: str) -> None:
+    def _drop_capture(self, passage: Passage, reason: str) -> None:
         if passage.capture_attempt:
             self._cancel_capture.set()
             self._log.info("lane.capture_dropped", passage=passage.id, reason=reason)
         passage.capture_attempt = 0
         passage.capture_held = None
 
-    def _zone_changed_under_capture(self, passage: _Passage) -> None:
+    def _zone_changed_under_capture(self, passage: Passage) -> None:
         """The zone count left 1 while a capture ran: its frames may show somebody else."""
         if not passage.capture_attempt:
             return
@@ -1202,8 +767,7 @@ class Lane:
 
     def on_enter_recovering(self, event: EventData) -> None:
         """Re-read the board: our picture may be stale after a reboot or a link loss."""
-        self._lamps_shown.clear()
-        self._door_pending.clear()
+        self._doors.forget()
         if not self._barrier.link_up:
             return
         try:
@@ -1213,7 +777,7 @@ class Lane:
         self.clear_latched_faults(event)
 
     def on_enter_rejected(self, event: EventData) -> None:
-        self._entry_cycled = False
+        self._doors.rejection_started()
         passage = self._passage
         if passage is not None and event.transition is not None and (
                 event.transition.source != CLOSING_REJECTED):
@@ -1227,13 +791,13 @@ class Lane:
 
     # ------------------------------------------------------------ passages
 
-    def _require_passage(self) -> _Passage:
+    def _require_passage(self) -> Passage:
         if self._passage is None:
             raise RuntimeError(f"state {self.state} without a passage")
         return self._passage
 
     def _open_passage(self, origin: str) -> None:
-        self._passage = _Passage(next(self._passage_ids), self._wall(), self._clock())
+        self._passage = Passage(next(self._passage_ids), self._wall(), self._clock())
         if origin == RECOVERING:
             # somebody was found inside after a restart or an outage: sent back out
             self._passage.mark(Outcome.OUT_OF_SERVICE, "OCCUPIED_AFTER_RECOVERY")
@@ -1260,27 +824,9 @@ class Lane:
         for handler in list(self._record_handlers):
             self._notify(handler, record)
 
-    def _record(self, passage: _Passage, ended: bool) -> PassageRecord:
-        """The passage as a record: final when ``ended``, else as it stands now."""
-        now = self._clock()
-        return PassageRecord(
-            lane_id=self.lane_id, passage_id=passage.id,
-            outcome=passage.outcome or Outcome.TIMEOUT,
-            reasons=tuple(passage.reasons), started_at=passage.started_at,
-            ended_at=self._wall(), duration_ms=(now - passage.started_mono) * 1000.0,
-            state_ms=dict(passage.state_ms),
-            system_ms=sum(v for k, v in passage.state_ms.items() if k in SYSTEM_STATES),
-            physical_ms=sum(v for k, v in passage.state_ms.items() if k in PHYSICAL_STATES),
-            stages={name: summary for name, summary in (
-                ("document", passage.document.log_summary() if passage.document else None),
-                ("capture", passage.capture.log_summary() if passage.capture else None),
-                ("verify", passage.decision.log_summary() if passage.decision else None),
-            ) if summary is not None},
-            max_zone_count=passage.max_zone,
-            officer_called=not ended or any(
-                s in passage.state_ms for s in (REJECTED, CLOSING_REJECTED)),
-            evidence=PassageEvidence(passage.document, passage.capture, passage.decision),
-        )
+    def _record(self, passage: Passage, ended: bool) -> PassageRecord:
+        return passage.record(self.lane_id, ended=ended, now_mono=self._clock(),
+                              now_wall=self._wall())
 
     def _notify(self, handler: Callable[[Any], None], item: object) -> None:
         try:
@@ -1292,7 +838,7 @@ class Lane:
     def _submit(self, passage_id: int, stage: str, job: Callable[[], object],
                 attempt: int = 0) -> None:
         def done(result: object, error: BaseException | None) -> None:
-            self._inbox.put(_StageDone(passage_id, stage, result, error, attempt))
+            self._inbox.put(StageResult(passage_id, stage, result, error, attempt))
 
         self._runner.submit(job, done)
 
@@ -1320,25 +866,3 @@ class Lane:
             self.machine.set_state(FAULT, model=self)
         with contextlib.suppress(Exception):
             self._show_lamps()
-
-
-def describe(states: Iterable[str] = STATES) -> dict[str, str]:
-    """One line per state, for docs and ``gate diagram``."""
-    text = {
-        IDLE: "doors closed, zone empty; waiting for a document",
-        READING_DOCUMENT: "the document stage runs on a worker",
-        ADMITTING: "ENTRY open; waiting for exactly one person inside and the ENTRY beam clear",
-        CLOSING_ENTRY: "ENTRY closing behind the traveller",
-        CAPTURING_FACE: "both doors closed; live face capture",
-        VERIFYING: "1:1 comparison of document photo and live face",
-        RELEASING: "EXIT open; waiting for the zone to clear",
-        CLOSING_EXIT: "EXIT closing behind the traveller",
-        REJECTED: "traveller sent back through ENTRY, EXIT shut, officer called",
-        CLOSING_REJECTED: "ENTRY closing behind the turned-back traveller",
-        RECOVERING: "re-reading the board, resetting faults, closing doors",
-        OUT_OF_SERVICE: "link down, watchdog, jam, tamper or mains loss",
-        EMERGENCY: "the board opened both doors; the host commands none",
-        MAINTENANCE: "maintenance key or operator; the host commands no doors",
-        FAULT: "an exception in the lane itself; officer reset needed",
-    }
-    return {s: text[s] for s in states}
