@@ -26,27 +26,22 @@ line is the stream URL (a test or ``gate sim`` reads it); SIGINT/SIGTERM end it 
 from __future__ import annotations
 
 import argparse
-import collections
 import contextlib
 import json
-import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 
 import cv2
 
 from sim.camera import SCENES, render
 from sim.cliargs import integer, number
+from sim.peerproc import PeerProcess
 from sim.people import people, person
 
 BOUNDARY = "frame"
@@ -378,82 +373,28 @@ def run(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------- the peer, from outside
 
 
-class CameraPeer:
+class CameraPeer(PeerProcess):
     """``python -m sim.camera_server`` as a subprocess, driven over its HTTP control.
 
     ``kill()`` is a camera that lost power; ``restart()`` brings it back on the same port,
     so a lane camera pointed at the old URL can find it again on its own.
     """
 
+    name = "sim camera"
+    stop_timeout_s = 10.0
+
     def __init__(self, scene: str = "no_face", person_id: str = "astronaut", seed: int = 0,
                  *, speed: float = 1.0, fps: float = 15.0, port: int = 0, quality: int = 90,
                  ready_timeout_s: float = 30.0) -> None:
         self.scene, self.person_id, self.seed = scene, person_id, seed
         self.speed, self.fps, self.quality = speed, fps, quality
-        self.port = port
-        self.ready_timeout_s = ready_timeout_s
-        self.proc: subprocess.Popen[str] | None = None
-        self.url = ""
-        self.lines: list[str] = []  # stdout after the URL line
-        self.errors: collections.deque[str] = collections.deque()  # stderr's last lines
-        self.start()
+        super().__init__(port=port, ready_timeout_s=ready_timeout_s)
 
-    @property
-    def base(self) -> str:
-        return self.url.rsplit("/", 1)[0]
-
-    def start(self) -> None:
-        """Start the process (on ``self.port``: the previous one after a first start)."""
-        if self.proc is not None and self.proc.poll() is None:
-            return
-        cmd = [sys.executable, "-m", "sim.camera_server", "--port", str(self.port),
-               "--fps", str(self.fps), "--speed", str(self.speed),
-               "--quality", str(self.quality), "--scene", self.scene,
-               "--person", self.person_id, "--seed", str(self.seed)]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = proc = subprocess.Popen(cmd, stdout=subprocess.PIPE,
-                                            stderr=subprocess.PIPE, text=True, env=env)
-        first: list[str] = []
-        got = threading.Event()
-        errors: collections.deque[str] = collections.deque(maxlen=20)
-
-        def drain() -> None:  # a full stderr pipe would block the peer
-            assert proc.stderr is not None
-            for line in proc.stderr:
-                errors.append(line.rstrip("\n"))
-
-        def read() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                if not got.is_set():
-                    first.append(line.strip())
-                    got.set()
-                else:
-                    self.lines.append(line.rstrip("\n"))
-            got.set()
-
-        threading.Thread(target=read, name="sim-camera-peer-out", daemon=True).start()
-        threading.Thread(target=drain, name="sim-camera-peer-err", daemon=True).start()
-        self.errors = errors
-        if not got.wait(self.ready_timeout_s) or not first or not first[0].startswith("http"):
-            self.kill()
-            time.sleep(0.1)
-            raise RuntimeError(f"sim camera did not start: {errors[-1] if errors else '?'}")
-        self.url = first[0]
-        self.port = int(self.url.split(":")[2].split("/")[0])
-
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None
-              ) -> dict[str, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=10) as reply:
-                answer: dict[str, Any] = json.loads(reply.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            message = json.loads(exc.read() or b"{}").get("error", str(exc))
-            raise ValueError(f"sim camera {path}: {message}") from exc
-        return answer
+    def command(self) -> list[str]:
+        return ["-m", "sim.camera_server", "--port", str(self.port),
+                "--fps", str(self.fps), "--speed", str(self.speed),
+                "--quality", str(self.quality), "--scene", self.scene,
+                "--person", self.person_id, "--seed", str(self.seed)]
 
     def show(self, scene: str, person: str = "astronaut", seed: int = 0,
              others: Sequence[str] | None = None) -> dict[str, Any]:
@@ -462,46 +403,16 @@ class CameraPeer:
         if others is not None:
             body["others"] = list(others)
         self.scene, self.person_id, self.seed = scene, person, seed  # kept over a restart
-        return self._call("POST", "/scene", body)
+        return self.call("POST", "/scene", body, timeout_s=10)
 
     def state(self) -> dict[str, Any]:
-        return self._call("GET", "/state")
+        return self.call("GET", "/state", timeout_s=10)
 
     def unplug(self) -> dict[str, Any]:
-        return self._call("POST", "/unplug", {})
+        return self.call("POST", "/unplug", {}, timeout_s=10)
 
     def replug(self) -> dict[str, Any]:
-        return self._call("POST", "/replug", {})
-
-    def kill(self) -> None:
-        """SIGKILL: the camera loses power mid-stream."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-
-    def stop(self) -> int | None:
-        """SIGTERM and wait for the peer's clean exit; its exit code."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
-
-    def __enter__(self) -> CameraPeer:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
+        return self.call("POST", "/replug", {}, timeout_s=10)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -39,24 +39,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections import deque
 from collections.abc import Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from sim.cliargs import integer, number
+from sim.peerproc import PeerProcess
 
 #: The document camera's view, width × height: a TD3 page at 300 dpi with its margin.
 GLASS_SIZE = (1760, 1320)
@@ -469,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 # --- the peer as a subprocess ---------------------------------------------------------------
 
 
-class ReaderPeer:
+class ReaderPeer(PeerProcess):
     """The simulated reader in a process of its own, for tests and the scenario runner.
 
     ``kill()`` is the pulled cable (the port refuses); ``start()`` after it brings the
@@ -477,118 +471,33 @@ class ReaderPeer:
     (streams cut, 503). A context manager: ``stop()`` on leaving.
     """
 
+    name = "reader"
+
     def __init__(self, *args: str, port: int = 0, fps: float = DEFAULT_FPS,
                  ready_timeout_s: float = 30.0) -> None:
         self.extra_args = list(args)
-        self.port = port
         self.fps = fps
-        self.ready_timeout_s = ready_timeout_s
-        self.proc: subprocess.Popen[str] | None = None
-        self.url = ""
-        self.lines: deque[str] = deque(maxlen=200)  # stdout after the URL
-        self.errors: deque[str] = deque(maxlen=50)  # stderr, for a failed start
-        self.start()
+        super().__init__(port=port, ready_timeout_s=ready_timeout_s)
 
-    @property
-    def base(self) -> str:
-        return self.url.rsplit("/", 1)[0]
-
-    def start(self) -> None:
-        """Start the process (again, at the port it had) and wait for its URL."""
-        if self.proc is not None and self.proc.poll() is None:
-            return
-        root = str(Path(__file__).resolve().parent.parent)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1",
-               "PYTHONPATH": os.pathsep.join(
-                   p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
-        cmd = [sys.executable, "-m", "sim.reader_server", "--port", str(self.port),
-               "--fps", str(self.fps), *self.extra_args]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env=env)
-        self.proc = proc
-        first: list[str] = []
-        got = threading.Event()
-
-        def out() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                if not got.is_set():
-                    first.append(line.strip())
-                    got.set()
-                else:
-                    self.lines.append(line.rstrip("\n"))
-            got.set()
-
-        def err() -> None:
-            assert proc.stderr is not None
-            for line in proc.stderr:
-                self.errors.append(line.rstrip("\n"))
-
-        threading.Thread(target=out, daemon=True, name="reader-peer-out").start()
-        threading.Thread(target=err, daemon=True, name="reader-peer-err").start()
-        if not got.wait(self.ready_timeout_s) or not first or not first[0].startswith("http"):
-            self.kill()
-            raise RuntimeError("the simulated reader printed no URL: "
-                               + " | ".join(list(self.errors)[-5:]))
-        self.url = first[0]
-        self.port = int(self.url.split(":")[2].split("/")[0])
+    def command(self) -> list[str]:
+        return ["-m", "sim.reader_server", "--port", str(self.port), "--fps", str(self.fps),
+                *self.extra_args]
 
     def place(self, **spec: Any) -> dict[str, Any]:
         """Lay a page on the glass (see :data:`PLACE_KEYS`); its simulated data back."""
-        return self._post("/place", spec)
+        return self.call("POST", "/place", spec)
 
     def remove(self) -> bool:
-        return bool(self._post("/remove").get("removed"))
+        return bool(self.call("POST", "/remove").get("removed"))
 
     def unplug(self) -> None:
-        self._post("/unplug")
+        self.call("POST", "/unplug")
 
     def replug(self) -> None:
-        self._post("/replug")
+        self.call("POST", "/replug")
 
     def state(self) -> dict[str, Any]:
-        with urllib.request.urlopen(self.base + "/state", timeout=10) as reply:
-            result: dict[str, Any] = json.loads(reply.read().decode())
-        return result
-
-    def kill(self) -> None:
-        """The pulled plug: SIGKILL, no goodbye."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def stop(self) -> int | None:
-        """SIGTERM and wait for its clean exit; the exit status."""
-        proc = self.proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        return proc.returncode
-
-    def __enter__(self) -> ReaderPeer:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
-
-    def _post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        request = urllib.request.Request(
-            self.base + path, data=json.dumps(body or {}).encode(), method="POST",
-            headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=30) as reply:
-                result: dict[str, Any] = json.loads(reply.read().decode() or "{}")
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")
-            raise RuntimeError(f"reader {path}: {exc.code} {detail}") from None
-        return result
+        return self.call("GET", "/state")
 
 
 __all__ = ["GLASS_SIZE", "PLACE_KEYS", "Glass", "PlaceError", "ReaderPeer", "ReaderServer",

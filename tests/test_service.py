@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from peers import GATE, Peer
+from peers import GATE, LaneProcess, Peer
 
 pytestmark = pytest.mark.slow
 
@@ -35,61 +33,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-class LaneProcess:
-    """``gate run --config FILE`` with its JSON log collected line by line."""
-
-    def __init__(self, config: Path, env: dict[str, str]) -> None:
-        self.lines: list[dict[str, Any]] = []
-        self._cond = threading.Condition()
-        self.proc = subprocess.Popen([*GATE, "run", "--config", str(config)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env=env)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                entry = {"event": "raw", "text": line.rstrip()}
-            with self._cond:
-                self.lines.append(entry)
-                self._cond.notify_all()
-
-    def wait_for(self, match: Callable[[dict[str, Any]], bool], timeout: float,
-                 after: int = 0) -> dict[str, Any]:
-        end = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for entry in self.lines[after:]:
-                    if match(entry):
-                        return entry
-                left = end - time.monotonic()
-                if left <= 0 or self.proc.poll() is not None:
-                    tail = [e.get("event") for e in self.lines[-15:]]
-                    raise AssertionError(f"not seen in the lane's log; last events {tail}")
-                self._cond.wait(min(left, 0.5))
-
-    def mark(self) -> int:
-        with self._cond:
-            return len(self.lines)
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        with self._cond:
-            return [e for e in self.lines if e.get("event") == name]
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return int(self.proc.returncode)
 
 
 def idle(entry: dict[str, Any]) -> bool:
