@@ -13,6 +13,12 @@ import os
 import sys
 from collections.abc import Sequence
 
+#: OpenCV's own ceiling on decoded pixels, read once when cv2 loads: set before any command
+#: imports it (the same 50 MP as hardware.images.MAX_PIXELS, which checks every header
+#: before decoding; this is the second line).
+OPENCV_MAX_PIXELS = 50_000_000
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(OPENCV_MAX_PIXELS))
+
 #: (command name, module, one-line help)
 COMMANDS: list[tuple[str, str, str]] = [
     ("run", "gate.commands.run", "the lane service on its configured devices"),

@@ -44,10 +44,20 @@ def _document() -> list[Reason]:
 
     return [
         # the frame itself (gate.document.reader)
-        r("IMAGE_UNREADABLE", "the page image could not be decoded (not an image, not 8-bit)"),
+        r("IMAGE_UNREADABLE", "the image could not be decoded (not JPEG, PNG or JPEG 2000, "
+                              "corrupt, not 8-bit)"),
         r("IMAGE_EMPTY", "the page image is empty"),
         r("IMAGE_TOO_SMALL", "the page image is too small to read (shorter side under 200 px)"),
         r("IMAGE_TOO_LARGE", "the page image is over 50 megapixels (refused before decoding)"),
+        # an image file of any command or reader (hardware.images, before any decoding)
+        r("IMAGE_FORMAT_UNSUPPORTED", "a JPEG, PNG or JPEG 2000 of a kind no lane needs "
+                                      "(animated, lossless, > 4 channels)"),
+        r("IS_A_DIRECTORY", "an input path is a directory, not an image file"),
+        r("NOT_A_REGULAR_FILE", "an input path is a FIFO, device or socket, not a regular file"),
+        r("FILE_UNREADABLE", "an input file cannot be opened or read (permission, I/O error)"),
+        r("FILE_TOO_LARGE", "an input file is over 64 MiB (refused without reading it)"),
+        r("TOO_MANY_IMAGES", "more image files in one call than allowed (10)"),
+        r("TOO_MANY_PIXELS", "the images of one call declare over 100 megapixels together"),
         # reading the MRZ (gate.document.reader): the traveller should try again
         r("MRZ_NOT_FOUND", "no machine readable zone in view: lay the data page flat"),
         r("MULTIPLE_DOCUMENTS", "more than one document in view"),
@@ -94,7 +104,7 @@ def _document() -> list[Reason]:
         r("PORTRAIT_TOO_SMALL", "the face in the document portrait is too small to compare"),
         # the stage as a whole (gate.document.check) and its command (gate document)
         r("DOCUMENT_CHECK_FAILED", "the document stage failed internally (see the log)"),
-        r("FILE_NOT_FOUND", "gate document: an input file does not exist"),
+        r("FILE_NOT_FOUND", "an input file does not exist (gate document, gate verify)"),
     ]
 
 
@@ -123,6 +133,7 @@ def _face() -> list[Reason]:
         # its command (gate verify)
         r("UNREADABLE_IMAGE", "gate verify: an input image could not be read"),
         r("FACE_PACK_UNAVAILABLE", "gate verify: the face model pack could not be loaded"),
+        r("ARGUMENT_INVALID", "gate verify: an option is out of range (NaN threshold, FMR)"),
     ]
 
 

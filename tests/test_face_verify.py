@@ -190,7 +190,8 @@ def test_gate_verify_json_contract(pack: Path, tmp_path: Path,
     assert rc == 2 and data["reasons"] == [NO_FACE_IN_LIVE] and data["score"] is None
 
     rc, data = _run_verify([str(tmp_path / "nope.jpg"), str(live), *base], capsys)
-    assert rc == 2 and data["reasons"] == ["UNREADABLE_IMAGE"]
+    assert rc == 2 and data["reasons"] == ["UNREADABLE_IMAGE", "FILE_NOT_FOUND"]
+    assert data["files"] == [{"file": str(tmp_path / "nope.jpg"), "reason": "FILE_NOT_FOUND"}]
 
 
 def test_gate_calibrate_on_a_folder(pack: Path, tmp_path: Path,

@@ -329,6 +329,8 @@ DOC_NOT_REASONS = frozenset({
     "BACKENDS", "SCENES",  # tables of camera backends and simulated scenes
     "DEFAULT", "EXHAUSTIVE", "HEURISTIC",  # onnxruntime's cuDNN search modes
     "ON_UPS",  # a board flag; its cause is MAINS_LOST
+    "STATE_TABLE", "TRANSITIONS", "FACTS", "STAGES",  # gate.lane.machine's tables
+    "O_NONBLOCK", "OPENCV_IO_MAX_IMAGE_PIXELS", "IHDR",  # hardware.images: flag, env, chunk
 })
 _DOC_CODE = re.compile(r"`([A-Z][A-Z0-9_]*(?::[A-Za-z0-9_]*)?)(…|\.\.\.)?`")
 

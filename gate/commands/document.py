@@ -1,6 +1,8 @@
 """``gate document IMAGE [IMAGE…] [--json]``: read and judge one document page.
 
-Several images are frames of the same page, voted. Exit codes: 0 accepted (valid and
+Several images are frames of the same page, voted (at most ``hardware.images.MAX_IMAGES``;
+every file goes through :mod:`hardware.images`: regular files, JPEG/PNG/JPEG 2000 by magic
+bytes, sizes checked before decoding). Exit codes: 0 accepted (valid and
 eligible, portrait found), 1 read but not accepted (reasons say why), 2 unreadable input
 (one line on stderr saying why; with ``--json`` the object still prints, ``valid: false``).
 Never a traceback: any failure is a reason code.
@@ -16,10 +18,11 @@ from datetime import date
 from typing import Any
 
 UNREADABLE = {
-    "FILE_NOT_FOUND", "IMAGE_UNREADABLE", "IMAGE_EMPTY", "IMAGE_TOO_SMALL", "IMAGE_TOO_LARGE",
+    "FILE_NOT_FOUND", "IS_A_DIRECTORY", "NOT_A_REGULAR_FILE", "FILE_UNREADABLE",
+    "FILE_TOO_LARGE", "IMAGE_UNREADABLE", "IMAGE_EMPTY", "IMAGE_FORMAT_UNSUPPORTED",
+    "IMAGE_TOO_SMALL", "IMAGE_TOO_LARGE", "TOO_MANY_IMAGES", "TOO_MANY_PIXELS",
     "MRZ_NOT_FOUND", "MULTIPLE_DOCUMENTS", "MRZ_INCOMPLETE",
 }
-MAX_FILE_BYTES = 64 * 1024 * 1024
 
 KEYS = ("mrz_type", "document_type", "issuing_state", "document_number", "surname",
         "given_names", "nationality", "date_of_birth", "date_of_expiry", "sex", "optional_data")
@@ -58,7 +61,7 @@ def _run(args: argparse.Namespace) -> int:
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     from gate.document.check import MrzDocumentCheck
     from gate.document.policy import DocumentPolicy
-    from gate.document.reader import decode_image
+    from gate.document.reader import MAX_PIXELS, check_image
 
     policy_data: dict[str, Any] = {}
     if args.config:
@@ -72,23 +75,19 @@ def _run(args: argparse.Namespace) -> int:
         today = date.fromisoformat(args.today) if args.today else None
     except (ValueError, TypeError, OSError) as exc:
         return _failure(f"CONFIG_INVALID ({exc})", args.json)
+    from hardware import images
+
+    loaded, too_many = images.load_all(args.images, max_pixels=MAX_PIXELS)
+    if too_many:
+        return _failure(too_many, args.json)
     frames = []
     reasons: list[str] = []
-    for path in args.images:
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read(MAX_FILE_BYTES + 1)
-        except OSError:
-            reasons.append("FILE_NOT_FOUND")
-            continue
-        if len(data) > MAX_FILE_BYTES:
-            reasons.append("IMAGE_TOO_LARGE")
-            continue
-        img, problem = decode_image(data)
-        if img is None or problem:
+    for item in loaded:
+        problem = item.reason if item.image is None else check_image(item.image)
+        if item.image is None or problem:
             reasons.append(problem or "IMAGE_UNREADABLE")
             continue
-        frames.append(img)
+        frames.append(item.image)
     if not frames:
         return _failure(reasons[0] if reasons else "IMAGE_UNREADABLE", args.json)
     outcome, reading, portrait, timings = MrzDocumentCheck(policy).examine(frames, today)

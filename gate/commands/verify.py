@@ -1,8 +1,11 @@
 """``gate verify REFERENCE LIVE [LIVE…]``: one 1:1 comparison from image files.
 
 REFERENCE is a document page image or a portrait (the largest face is used); LIVE are
-camera frames. Exit codes: 0 match, 1 no match, 2 no usable face or unreadable image
-(with a reason), 3 the face pack or runtime could not start.
+camera frames. Every file is read through :mod:`hardware.images` (regular files, JPEG, PNG
+and JPEG 2000 by magic bytes, sizes checked before decoding, at most
+``hardware.images.MAX_IMAGES`` files a call). Exit codes: 0 match, 1 no match, 2 no usable
+face, an unreadable image or a bad argument (one line on stderr; with ``--json`` the
+object too), 3 the face pack or runtime could not start. Never a traceback.
 """
 
 from __future__ import annotations
@@ -14,13 +17,11 @@ import math
 import sys
 from typing import Any, TextIO
 
-import cv2
-import numpy as np
-
 from models.pack import DEFAULT_PACK
 from models.runtime import GPU_POLICIES
 
 UNREADABLE_IMAGE = "UNREADABLE_IMAGE"
+ARGUMENT_INVALID = "ARGUMENT_INVALID"
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -57,30 +58,50 @@ def _emit(args: argparse.Namespace, data: dict[str, Any], out: TextIO) -> None:
               f"provider={data['provider']}", file=out)
 
 
-def _read(path: str) -> np.ndarray | None:
-    try:
-        data = np.fromfile(path, np.uint8)
-    except OSError:
-        return None
-    if data.size == 0:
-        return None
-    return cv2.imdecode(data, cv2.IMREAD_COLOR)
+def _refuse(args: argparse.Namespace, out: TextIO, why: str, data: dict[str, Any]) -> int:
+    """Bad input: one line on stderr, the JSON object on stdout with ``--json``; exit 2."""
+    print(f"gate verify: {why}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"match": False, **data}, allow_nan=False, default=str), file=out)
+    return 2
+
+
+def _bad_argument(args: argparse.Namespace) -> str | None:
+    fmr = args.target_fmr
+    if not (math.isfinite(fmr) and 0.0 < fmr < 1.0):
+        return f"--target-fmr must be a number between 0 and 1 (exclusive), not {fmr}"
+    if args.threshold is not None and not math.isfinite(args.threshold):
+        return f"--threshold must be a finite number, not {args.threshold}"
+    return None
 
 
 def _run(args: argparse.Namespace, out: TextIO) -> int:
+    bad = _bad_argument(args)
+    if bad:
+        return _refuse(args, out, f"bad argument: {bad}",
+                       {"reasons": [ARGUMENT_INVALID], "error": bad})
     from gate.face.quality import QualitySettings, assess
     from gate.face.verify import FaceMatch
+    from hardware import images as imagefiles
     from models.face import load_face_model
     from models.pack import PackError
     from models.runtime import GpuUnavailable, RuntimeSettings
 
-    images = {"reference": _read(args.reference)}
-    lives = [_read(p) for p in args.live]
-    unreadable = [p for p, img in zip([args.reference, *args.live], [images["reference"], *lives],
-                                      strict=True) if img is None]
-    if unreadable:
-        _emit(args, {"match": False, "reasons": [UNREADABLE_IMAGE], "files": unreadable}, out)
-        return 2
+    loaded, too_many = imagefiles.load_all([args.reference, *args.live])
+    if too_many:
+        return _refuse(args, out, f"unreadable input: {too_many} (at most "
+                       f"{imagefiles.MAX_IMAGES} images a call)",
+                       {"reasons": [UNREADABLE_IMAGE, too_many]})
+    failed = [(item.path, item.reason or imagefiles.IMAGE_UNREADABLE)
+              for item in loaded if item.image is None]
+    if failed:
+        codes = list(dict.fromkeys(code for _, code in failed))
+        listed = ", ".join(f"{code} ({path})" for path, code in failed)
+        return _refuse(args, out, f"unreadable input: {listed}",
+                       {"reasons": [UNREADABLE_IMAGE, *codes],
+                        "files": [{"file": path, "reason": code} for path, code in failed]})
+    images = {"reference": loaded[0].image}
+    lives = [item.image for item in loaded[1:]]
     try:
         model = load_face_model(args.pack, RuntimeSettings(gpu=args.gpu),
                                 detector=args.detector)

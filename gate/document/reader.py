@@ -29,9 +29,10 @@ import numpy as np
 from gate.document.cells import cut, ink_image
 from gate.document.locate import MrzZone, locate
 from gate.document.ocr import Decoded, OcrbRecogniser, decode, default_recogniser, vote
+from hardware import images
 from hardware.docreader import mrz as icao
 
-MAX_PIXELS = 50_000_000  # 50 MP: beyond this a "page" is an attack or a mistake
+MAX_PIXELS = images.MAX_PIXELS  # 50 MP: beyond this a "page" is an attack or a mistake
 MIN_SIDE = 200
 NAME_CONFIDENCE_MIN = 0.90
 CHAR_CONFIDENCE_MIN = 0.90  # correct reads measured ≥ 0.986 on every capture condition
@@ -101,38 +102,13 @@ def _zone_quad(zone: MrzZone) -> np.ndarray:
 
 
 def decode_image(data: bytes) -> tuple[np.ndarray | None, str | None]:
-    """Bytes -> BGR image or a reason code; size limits checked before decoding pixels."""
-    if not data:
-        return None, "IMAGE_EMPTY"
-    if _declared_pixels(data) > MAX_PIXELS:  # refuse a decompression bomb before decoding it
-        return None, "IMAGE_TOO_LARGE"
-    arr = np.frombuffer(data, np.uint8)
-    try:
-        img = cv2.imdecode(arr, cv2.IMREAD_COLOR)
-    except cv2.error:
-        return None, "IMAGE_UNREADABLE"
+    """Bytes -> BGR image or a reason code, through the one decoding path of the lane
+    (:mod:`hardware.images`: JPEG, PNG, JPEG 2000 by magic bytes, the size declared in the
+    header checked before decoding); then the frame checks of :func:`check_image`."""
+    img, problem = images.decode(data, max_pixels=MAX_PIXELS)
     if img is None:
-        return None, "IMAGE_UNREADABLE"
+        return None, problem or "IMAGE_UNREADABLE"
     return img, check_image(img)
-
-
-def _declared_pixels(data: bytes) -> int:
-    """Width × height from the file header (Pillow reads it without decoding pixels)."""
-    import io
-    import warnings
-
-    from PIL import Image
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as im:
-                w, h = im.size
-    except Image.DecompressionBombError:
-        return MAX_PIXELS + 1
-    except Exception:
-        return 0  # not a format Pillow knows: OpenCV decides
-    return int(w) * int(h)
 
 
 def check_image(img: np.ndarray) -> str | None:

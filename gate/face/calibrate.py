@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from gate.face.verify import fmr_key
+from hardware import images
 from models.face import FaceModel
 
 
@@ -165,14 +165,17 @@ def sim_pairs(variants: int, seed: int = 0, portraits: int = 1) -> Iterator[Labe
 
 
 def folder_pairs(root: Path) -> Iterator[LabelledPair]:
-    """``root/<identity>/*.jpg|png``: the first image (sorted) of each identity is its
-    reference; every other image is a live sample, compared with every reference."""
+    """``root/<identity>/*.jpg|jpeg|png|jp2``: the first image (sorted) of each identity is
+    its reference; every other image is a live sample, compared with every reference.
+
+    Files are read through :mod:`hardware.images` (regular files, JPEG/PNG/JPEG 2000 by
+    magic bytes, sizes checked before decoding); a file it refuses is left out."""
     refs: dict[str, np.ndarray] = {}
     lives: dict[str, list[np.ndarray]] = {}
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
         files = sorted(f for f in d.iterdir()
-                       if f.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
-        imgs = [img for f in files if (img := cv2.imread(str(f))) is not None]
+                       if f.suffix.lower() in (".jpg", ".jpeg", ".png", ".jp2", ".j2k"))
+        imgs = [img for f in files if (img := images.load(f)[0]) is not None]
         if len(imgs) >= 2:
             refs[d.name], lives[d.name] = imgs[0], imgs[1:]
     for rid, ref in refs.items():

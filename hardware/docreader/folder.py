@@ -18,6 +18,11 @@ Three rules keep this honest:
   vanished — are history, not documents: reading them would open the lane for a
   passport from another passage.
 * **a vanished folder is a dead reader** — ``READER_UNAVAILABLE`` until it is back.
+
+Files are read through :mod:`hardware.images`, the lane's one decoding path: regular files
+of at most 64 MiB, JPEG/PNG/JPEG 2000 by their magic bytes, the declared size checked
+before decoding. A file refused for what more writing cannot mend (too large, not a
+regular file) is given up at once; any other refusal is retried until ``give_up_s``.
 """
 
 from __future__ import annotations
@@ -30,13 +35,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
+from hardware import images
 from hardware.device import DeviceHealth
 from hardware.docreader.api import READER_UNAVAILABLE, DocumentReader
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+#: Refusals that a writer still at work cannot mend: the file is given up at once.
+FINAL_REFUSALS = frozenset({images.FILE_TOO_LARGE, images.IMAGE_TOO_LARGE,
+                            images.NOT_A_REGULAR_FILE, images.IS_A_DIRECTORY})
 
 #: (inode, size, mtime_ns): what tells a file from an earlier one of the same name.
 _Key = tuple[int, int, int]
@@ -188,14 +197,14 @@ class FolderDocumentReader(DocumentReader):
 
     def _take(self, name: str, pending: _Pending, now: float) -> None:
         """Read a settled file: PLACED with its image, or wait, or give it up."""
-        image = self._read(self.folder / name)
+        image, problem = self._read(self.folder / name)
         if image is None:
             pending.failed_reads += 1
-            if now - pending.since < self.give_up_s:
+            if problem not in FINAL_REFUSALS and now - pending.since < self.give_up_s:
                 return  # a writer that pauses mid-file: try again on the next scans
             self.unreadable += 1
             self._log.warning("docreader.folder_unreadable_file", file=name,
-                              reads=pending.failed_reads)
+                              reads=pending.failed_reads, problem=problem)
         del self._pending[name]
         self._seen[name] = pending.key
         if image is None:
@@ -204,15 +213,8 @@ class FolderDocumentReader(DocumentReader):
         self._current_file = (name, pending.key)
 
     @staticmethod
-    def _read(path: Path) -> np.ndarray | None:
-        try:
-            data = path.read_bytes()
-        except OSError:
-            return None
-        if not data:
-            return None
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        return image if image is not None and image.size else None
+    def _read(path: Path) -> tuple[np.ndarray | None, str | None]:
+        return images.load(path)
 
 
-__all__ = ["IMAGE_SUFFIXES", "FolderDocumentReader"]
+__all__ = ["FINAL_REFUSALS", "IMAGE_SUFFIXES", "FolderDocumentReader"]
