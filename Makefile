@@ -6,7 +6,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-APT_PACKAGES := tesseract-ocr fonts-ocr-b tmux chromium chromium-driver postgresql
+APT_PACKAGES := tesseract-ocr fonts-ocr-b tmux chromium chromium-driver postgresql \
+		pcscd vsmartcard-vpcd libpcsclite-dev swig build-essential
 
 .PHONY: setup sim test lint typecheck imports clean
 
