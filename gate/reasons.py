@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
 
-Stage = Literal["document", "face", "lane", "device", "outcome"]
-STAGES: tuple[Stage, ...] = ("document", "face", "lane", "device", "outcome")
+Stage = Literal["document", "face", "chip", "lane", "device", "outcome"]
+STAGES: tuple[Stage, ...] = ("document", "face", "chip", "lane", "device", "outcome")
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,17 @@ def _face() -> list[Reason]:
     ]
 
 
+def _chip() -> list[Reason]:
+    def r(code: str, meaning: str) -> Reason:
+        return Reason(code, "chip", meaning)
+
+    return [
+        # reaching and opening the chip (hardware.chip: reader, PACE/BAC, secure messaging)
+        # passive authentication, the trust store, chip/active authentication
+        # (hardware.chip.pa, hardware.chip.trust)
+    ]
+
+
 def _lane() -> list[Reason]:
     def r(code: str, meaning: str, family: bool = False) -> Reason:
         return Reason(code, "lane", meaning, family)
@@ -220,7 +231,7 @@ def _index(reasons: list[Reason]) -> Mapping[str, Reason]:
 
 #: Every reason code, by code; families by their prefix.
 REASONS: Mapping[str, Reason] = _index(
-    [*_document(), *_face(), *_lane(), *_device(), *_outcome()])
+    [*_document(), *_face(), *_chip(), *_lane(), *_device(), *_outcome()])
 
 #: The prefixes of the families, longest first (the most specific one matches).
 FAMILIES: tuple[str, ...] = tuple(sorted(
