@@ -140,17 +140,26 @@ def test_calibration_is_written_and_used(model: DlibFaceModel, pack: Path,
     scores = score_pairs(model, pairs)
     assert len(scores.genuine) == 8 and len(scores.impostor) == 24
     assert np.median(scores.genuine) > np.median(scores.impostor)
-    result = calibrate(scores, [1e-3])
-    assert result["operating_points"][0]["measurable"] is False  # 24 impostors ≪ 1000
+    result = calibrate(scores, [1e-3, 0.2])
+    # 24 impostors cannot show FMR ≤ 1e-3 (2995 needed): no threshold, never a figure
+    assert result["operating_points"][0]["measurable"] is False
+    assert result["operating_points"][0]["threshold"] is None
+    assert "1e-03" not in result["thresholds"]
+    # FMR ≤ 0.2 they can: with no false match the 95 % bound is 1 − 0.05^(1/24) = 0.117
+    assert result["operating_points"][1]["measurable"] is True
+    assert result["operating_points"][1]["fmr_ci"]["trials"] == 24
     plot_det(scores, tmp_path / "det.png", "test")
     assert cv2.imread(str(tmp_path / "det.png")) is not None
     from gate.face.calibrate import write_calibration
 
     write_calibration(pack, model, result, "test")
     try:
-        m = FaceMatch(model, target_fmr=1e-3)
+        m = FaceMatch(model, target_fmr=0.2)
         assert m.threshold_source.startswith("calibration")
-        assert m.threshold == pytest.approx(result["thresholds"]["1e-03"])
+        assert m.threshold == pytest.approx(result["thresholds"]["2e-01"])
+        unmeasured = FaceMatch(model, target_fmr=1e-3)
+        assert unmeasured.threshold_source == "pack-default"
+        assert unmeasured.threshold == model.default_threshold
         assert FaceMatch(model, target_fmr=1e-3, threshold=0.5).threshold == 0.5
     finally:
         (pack / "calibration.json").unlink()
@@ -210,7 +219,9 @@ def test_gate_calibrate_on_a_folder(pack: Path, tmp_path: Path,
     assert rc == 0
     assert data["genuine_pairs"] == 3 and data["impostor_pairs"] == 6
     saved = json.loads((out / "calibration.json").read_text())
-    assert saved["pack_hash"] and "1e-03" in saved["thresholds"]
+    # 6 impostor pairs measure neither 1e-3 nor 1e-4: the file says so, with no threshold
+    assert saved["pack_hash"] and saved["thresholds"] == {}
+    assert [op["measurable"] for op in saved["operating_points"]] == [False, False]
 
 
 def test_face_stage_from_config(pack: Path) -> None:

@@ -1,7 +1,11 @@
 """``gate calibrate``: FMR/FNMR against threshold from a labelled pair set.
 
 Writes ``calibration.json`` into the pack folder (or ``--out``), which the verifier reads
-for its threshold at the configured target FMR, and optionally a DET curve as PNG.
+for its threshold at the configured target FMR, and optionally a DET curve as PNG. Prints
+every FMR and FNMR with its counts and 95 % confidence interval, and the DET curve as a
+table; a target FMR the pair set is too small for is printed as not measurable, with no
+threshold. Real photographs (``--pairs FOLDER``) and simulated pairs (``--pairs sim``) are
+separate reports: the kind is written into the file (``pairs``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--portraits", type=int, default=1,
                    help="sim: prints of each document portrait (print/scan noise differs)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--every-pair", action="store_true",
+                   help="FOLDER: compare every image with every other (not only with the "
+                        "first image of each identity)")
+    p.add_argument("--at-threshold", type=float, default=None,
+                   help="also report FMR and FNMR at this threshold (e.g. the shipped one)")
     p.add_argument("--target-fmr", type=float, nargs="+", default=[1e-3, 1e-4])
     p.add_argument("--out", type=Path, default=None,
                    help="folder for calibration.json (default: the pack folder)")
@@ -47,6 +56,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         print(text, file=out)
 
     from gate.face.calibrate import (
+        at_threshold,
         calibrate,
         folder_pairs,
         plot_det,
@@ -54,7 +64,8 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         sim_pairs,
         write_calibration,
     )
-    from models.face import DlibFaceModel, load_face_model
+    from gate.face.rates import rate
+    from models.face import load_face_model
     from models.pack import PackError
     from models.runtime import GpuUnavailable, RuntimeSettings
 
@@ -71,8 +82,8 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         if not root.is_dir():
             say(json.dumps({"error": f"{root} is not a folder"}))
             return 2
-        pairs = folder_pairs(root)
-        source = f"folder:{root.name}"
+        pairs = folder_pairs(root, every_pair=args.every_pair)
+        source = f"folder:{root.name}" + (",every pair" if args.every_pair else "")
     t0 = time.perf_counter()
     scores = score_pairs(model, pairs)
     if len(scores.impostor) == 0 or len(scores.genuine) == 0:
@@ -80,8 +91,10 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         return 2
     result = calibrate(scores, args.target_fmr)
     result["seconds"] = round(time.perf_counter() - t0, 1)
-    folder = args.out or (model.folder if isinstance(model, DlibFaceModel)
-                          else Path(getattr(model, "folder", ".")))
+    result["kind"] = "simulated" if args.pairs == "sim" else "real photographs"
+    if args.at_threshold is not None:
+        result["at_threshold"] = at_threshold(scores, args.at_threshold)
+    folder = args.out or Path(getattr(model, "folder", "."))
     folder.mkdir(parents=True, exist_ok=True)
     path = write_calibration(folder, model, result, source)
     if args.plot:
@@ -89,15 +102,44 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     result["written"] = str(path)
     if args.json:
         say(json.dumps(result))
-    else:
-        for op in result["operating_points"]:
-            note = "" if op["measurable"] else "  (below FMR resolution: not measurable)"
-            say(f"target FMR {op['target_fmr']:.0e}: threshold {op['threshold']:.4f}  "
-                f"FMR {op['fmr']:.5f}  FNMR {op['fnmr']:.4f} (acquired faces only: "
-                f"{op['fnmr_acquired']:.4f}){note}")
-        say(f"{result['genuine_pairs']} genuine, {result['impostor_pairs']} impostor pairs "
-            f"({result['genuine_failed_to_acquire']} genuine without a face); "
-            f"written to {path}")
+        return 0
+    say(f"pack {model.pack_id} on {source} ({result['kind']}): {result['genuine_pairs']} "
+        f"genuine, {result['impostor_pairs']} impostor pairs "
+        f"({result['genuine_failed_to_acquire']} genuine without a face found)")
+    say(f"  genuine scores {result['genuine_score']}, impostor {result['impostor_score']}")
+    points = list(result["operating_points"])
+    if "at_threshold" in result:
+        points.append({"target_fmr": None, "measurable": True, **result["at_threshold"]})
+    for op in points:
+        label = (f"threshold {op['threshold']:.4f} (given)" if op["target_fmr"] is None
+                 else f"target FMR {op['target_fmr']:.0e}")
+        if not op["measurable"]:
+            say(f"  {label}: not measurable: {op['why']}; no threshold written")
+            continue
+        if op["target_fmr"] is not None:
+            label += f": threshold {op['threshold']:.4f}"
+        fmr = rate(op["fmr_ci"]["errors"], op["fmr_ci"]["trials"]).text()
+        fnmr = rate(op["fnmr_ci"]["errors"], op["fnmr_ci"]["trials"]).text()
+        say(f"  {label}  FMR {fmr}  FNMR {fnmr}")
+    eer = result.get("equal_error_rate") or {}
+    if eer and eer["eer"] == 0:
+        say(f"  no overlap: every threshold above the highest impostor score "
+            f"({result['impostor_score']['max']:.4f}) and up to the lowest genuine score "
+            f"({result['genuine_score']['min']:.4f}) separates this set (EER 0)")
+    elif eer:
+        say(f"  equal error rate {eer['eer']:.4f} at threshold {eer['threshold']:.4f}")
+    say("  DET curve, point estimates (lowest threshold with at most FMR x impostor pairs "
+        "false matches; the threshold rule above asks for the 95 % bound):")
+    say("    FMR target   threshold   false matches   FNMR (false non-matches)")
+    for row in result["det"]:
+        if not row["measurable"]:
+            say(f"    {row['fmr_target']:<10.0e}   not measurable "
+                f"({result['impostor_pairs']} impostor pairs)")
+            continue
+        say(f"    {row['fmr_target']:<10.0e}   {row['threshold']:9.4f}   "
+            f"{row['false_matches']:>6d}/{result['impostor_pairs']:<6d}   "
+            f"{row['fnmr']:.4f} ({row['false_non_matches']}/{result['genuine_pairs']})")
+    say(f"  written to {path}" + (f", DET plot {args.plot}" if args.plot else ""))
     return 0
 
 
