@@ -21,7 +21,7 @@ python3 -c "import onnxruntime as o; o.preload_dlls(); print('onnxruntime', o.__
 run() {  # name, args...: one benchmark, JSON to $OUT/name.json, never stops the script
   local name=$1; shift
   echo "== $name $*" | tee -a "$OUT/log.txt"
-  timeout 90 python3 -m models.bench --json "$@" > "$OUT/$name.json" 2> "$OUT/$name.err"
+  timeout 90 python3 -m models.bench --json --pack "${PACK:-dlib-resnet-v1}" "$@" > "$OUT/$name.json" 2> "$OUT/$name.err"
   echo "rc=$? fallback-conv warnings: $(grep -c 'Fallback mode' "$OUT/$name.err")" | tee -a "$OUT/log.txt"
   python3 -c "import json,sys; d=json.load(open(sys.argv[1])); d.update(d.pop('steps', {}));
 print(d.get('variant'), {k: v['p50_ms'] for k, v in d.items() if isinstance(v, dict) and 'p50_ms' in v}, d.get('error', ''))" \
