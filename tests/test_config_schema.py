@@ -400,7 +400,7 @@ def test_gate_run_check_prints_warn(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     path = tmp_path / "lane.toml"
     path.write_text('[devices]\nbarrier = "/dev/nonexistent-egate"\n'
                     'camera = "file:/nonexistent.mp4"\ndocuments = "folder:/nonexistent"\n'
-                    "[face]\nthreshold = 0.3\n")
+                    '[face]\npack = "dlib-resnet-v1"\nthreshold = 0.3\n')
     import gate.service
 
     real = gate.service.check_lane

@@ -293,3 +293,17 @@ def test_gate_calibrate_prints_rates_with_intervals_and_the_det_table(
     at = saved["at_threshold"]
     assert at["fmr_ci"]["trials"] == 54 and at["fnmr_ci"]["trials"] == 12
     assert at["fmr_ci"]["ci95"][1] == pytest.approx(1 - 0.05 ** (1 / 54))
+
+
+def test_the_default_pack_builds_once_into_an_empty_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh clone, offline: the default pack comes from the installed wheel, once."""
+    from models.pack import DEFAULT_PACK, resolve_pack
+
+    monkeypatch.setenv("EGATE_CACHE", str(tmp_path))
+    folder = resolve_pack()
+    assert DEFAULT_PACK == SFACE_PACK and folder == tmp_path / "packs" / SFACE_PACK
+    stamp = (folder / "manifest.json").stat().st_mtime_ns
+    assert resolve_pack() == folder
+    assert (folder / "manifest.json").stat().st_mtime_ns == stamp
+    verify_pack(folder)

@@ -17,7 +17,7 @@ from models.chip import face_chip
 from models.dlib_dat import DatFormatError, read_network
 from models.face import DetectedFace, DlibFaceModel, load_face_model
 from models.mmod import MmodDetector, plan_pyramid
-from models.pack import PackError, build_dlib_pack, resolve_pack, verify_pack
+from models.pack import DLIB_PACK, PackError, build_dlib_pack, resolve_pack, verify_pack
 from models.runtime import GpuUnavailable, RuntimeSettings, open_session
 from sim.camera import View, document_portrait, render
 from sim.people import people, person
@@ -139,13 +139,13 @@ def test_manifest_catches_a_changed_file(pack: Path, tmp_path: Path) -> None:
         verify_pack(copy)
 
 
-def test_default_pack_is_built_once_into_the_cache(tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dlib_pack_is_built_once_into_the_cache(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EGATE_CACHE", str(tmp_path))
-    folder = resolve_pack()
+    folder = resolve_pack(DLIB_PACK)
     assert folder == tmp_path / "packs" / "dlib-resnet-v1"
     stamp = (folder / "manifest.json").stat().st_mtime_ns
-    assert resolve_pack() == folder
+    assert resolve_pack(DLIB_PACK) == folder
     assert (folder / "manifest.json").stat().st_mtime_ns == stamp
     with pytest.raises(PackError):
         resolve_pack("no-such-pack")
@@ -153,7 +153,7 @@ def test_default_pack_is_built_once_into_the_cache(tmp_path: Path,
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["converter_version"] = 0
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    assert resolve_pack() == folder
+    assert resolve_pack(DLIB_PACK) == folder
     assert json.loads((folder / "manifest.json").read_text())["converter_version"] > 0
     verify_pack(folder)
 
