@@ -138,13 +138,65 @@ def _face() -> list[Reason]:
 
 
 def _chip() -> list[Reason]:
-    def r(code: str, meaning: str) -> Reason:
-        return Reason(code, "chip", meaning)
+    def r(code: str, meaning: str, family: bool = False) -> Reason:
+        return Reason(code, "chip", meaning, family)
 
     return [
         # reaching and opening the chip (hardware.chip: reader, PACE/BAC, secure messaging)
         # passive authentication, the trust store, chip/active authentication
         # (hardware.chip.pa, hardware.chip.trust)
+        r("LDS_MALFORMED:", "a file read from the chip is not what ICAO 9303-10 says: <file>",
+          family=True),
+        r("SOD_MISSING", "no EF.SOD was read: the chip's data cannot be authenticated"),
+        r("SOD_MESSAGE_DIGEST_MISMATCH", "the SOD's messageDigest is not its content's hash"),
+        r("SOD_SIGNATURE_INVALID", "the SOD's signature does not verify with its DS key"),
+        r("SOD_ALGORITHM_UNSUPPORTED", "the SOD names a hash or signature algorithm not "
+          "supported"),
+        r("DG_HASH_MISMATCH:", "a data group read differs from its hash in the SOD: <DGn>",
+          family=True),
+        r("DG_NOT_IN_SOD:", "a data group was read that the SOD has no hash for: <DGn>",
+          family=True),
+        r("DS_CERTIFICATE_MISSING", "the SOD carries no document signer certificate"),
+        r("DS_KEY_USAGE_INVALID", "the DS certificate is not for digital signatures only"),
+        r("DS_EXPIRED", "the document signer certificate has expired"),
+        r("DS_NOT_YET_VALID", "the document signer certificate is not valid yet"),
+        r("DS_REVOKED", "the document signer certificate is on its CSCA's CRL"),
+        r("DS_COUNTRY_MISMATCH", "the DS is not of the document's issuing state (or its "
+          "CSCA's)"),
+        r("CSCA_UNKNOWN", "no CSCA of the trust store issued the document signer"),
+        r("CSCA_EXPIRED", "the CSCA that issued the document signer has expired"),
+        r("CSCA_NOT_CA", "the issuing CSCA certificate is not a CA (basicConstraints, "
+          "keyCertSign)"),
+        r("CRL_MISSING", "no CRL of the DS's CSCA with a valid signature is in the trust "
+          "store"),
+        r("CRL_EXPIRED", "every CRL of the DS's CSCA is past its next update"),
+        r("CRL_SIGNATURE_INVALID", "a CRL in the trust store does not verify with its CSCA's "
+          "key"),
+        r("DS_COUNTRY_UNCHECKED", "the issuing state has no known two-letter code to check "
+          "the DS by"),
+        r("DG1_MISSING", "DG1 was not read, so the chip's MRZ cannot be compared"),
+        r("DG1_MRZ_MISMATCH", "the chip's MRZ (DG1) differs from the MRZ read from the page"),
+        r("TRUST_STORE_MISSING", "out of service: the lane's trust store path does not exist"),
+        r("TRUST_STORE_EMPTY", "out of service: the trust store holds no CSCA certificate"),
+        r("TRUST_STORE_EXPIRED", "out of service: no CSCA of the trust store is valid now"),
+        r("TRUST_FILE_UNREADABLE", "a trust store file is no certificate or CRL (skipped)"),
+        r("MASTER_LIST_MALFORMED", "a CSCA master list is not CMS SignedData of a "
+          "CscaMasterList"),
+        r("MASTER_LIST_SIGNATURE_INVALID", "a CSCA master list's signature does not verify: "
+          "refused"),
+        r("MASTER_LIST_SIGNER_UNTRUSTED", "a master list's signer is expired or under no "
+          "trusted CSCA"),
+        r("LDIF_MALFORMED", "a PKD LDIF file or entry cannot be read (skipped)"),
+        r("AA_NO_RESPONSE", "the chip did not answer INTERNAL AUTHENTICATE"),
+        r("AA_SIGNATURE_INVALID", "active authentication failed: a cloned chip or a wrong key"),
+        r("AA_KEY_NOT_AUTHENTICATED", "DG15's AA key is not bound to a trusted SOD"),
+        r("CA_FAILED", "chip authentication with DG14's key failed: a cloned chip"),
+        r("CA_KEY_NOT_AUTHENTICATED", "DG14's chip authentication key is not bound to a "
+          "trusted SOD"),
+        r("CHIP_AUTHENTICATION_NOT_PERFORMED", "the chip offers CA or AA but neither was run"),
+        r("CHIP_AUTHENTICATION_UNAVAILABLE", "the chip offers neither CA nor AA (required "
+          "here)"),
+        r("PORTRAIT_MISSING", "DG2, the chip's portrait, was not read"),
     ]
 
 
