@@ -103,6 +103,13 @@ class Signed:
     def signer_certificate(self, extra: Sequence[x509.Certificate] = ()
                            ) -> x509.Certificate | None:
         """The certificate the SignerInfo identifies, among those carried or ``extra``."""
+        try:
+            return self._signer_certificate(extra)
+        except (ValueError, TypeError, KeyError):
+            return None
+
+    def _signer_certificate(self, extra: Sequence[x509.Certificate]
+                            ) -> x509.Certificate | None:
         sid = self.signer_info["sid"]
         for cert in (*self.certificates, *extra):
             if sid.name == "issuer_and_serial_number":
@@ -121,6 +128,18 @@ class Signed:
                 if ski == sid.chosen.native:
                     return cert
         return None
+
+
+def checked_certificate(der: bytes) -> x509.Certificate:
+    """A certificate whose names, dates and extensions parse (cryptography parses them
+    lazily: a malformed one raises ValueError here, not later)."""
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        _ = (cert.subject, cert.issuer, cert.serial_number, cert.not_valid_before_utc,
+             cert.not_valid_after_utc, list(cert.extensions))
+    except x509.InvalidVersion as err:
+        raise ValueError(f"certificate: {err}") from None
+    return cert
 
 
 def _name_der(name: x509.Name) -> bytes:
@@ -148,14 +167,25 @@ def parse_signed_data(data: bytes) -> Signed:
         raw = content.native if content.native is not None else None
         if not isinstance(raw, bytes):
             raise ValueError("no encapsulated content")
+        _ = sd["signer_infos"].native, sd["digest_algorithms"].native  # parse it all now
         signers = list(sd["signer_infos"])
         certs: list[x509.Certificate] = []
         for choice in sd["certificates"] or []:
             if choice.name == "certificate":
-                certs.append(x509.load_der_x509_certificate(choice.chosen.dump()))
+                certs.append(checked_certificate(choice.chosen.dump()))
         if len(signers) != 1:
             raise CmsError(SIGNERS, f"{len(signers)} SignerInfos, not one")
         signer = signers[0]
+        # the form ICAO 9303-10 and RFC 5652 give: SignedData v1/v3, SignerInfo v1 with
+        # issuer and serial, v3 with a key identifier, its digest among digestAlgorithms
+        if sd["version"].native not in ("v1", "v3"):
+            raise ValueError(f"SignedData {sd['version'].native}")
+        want = "v1" if signer["sid"].name == "issuer_and_serial_number" else "v3"
+        if signer["version"].native != want:
+            raise ValueError(f"SignerInfo {signer['version'].native} with its identifier")
+        if signer["digest_algorithm"]["algorithm"].dotted not in {
+                d["algorithm"].dotted for d in sd["digest_algorithms"]}:
+            raise ValueError("the SignerInfo's digest is not among digestAlgorithms")
         signing_time = None
         for attr in signer["signed_attrs"] or []:
             if attr["type"].native == "signing_time":
@@ -230,6 +260,15 @@ def verify_signature(key: object, algorithm: algos.SignedDigestAlgorithm,
 def verify_signer(signed: Signed, cert: x509.Certificate) -> str:
     """The messageDigest over the content and the SignerInfo's signature with ``cert``'s key
     under the SignerInfo's algorithm. Returns the algorithm's label, raises CmsError."""
+    try:
+        return _verify_signer(signed, cert)
+    except CmsError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        raise CmsError(MALFORMED, f"SignerInfo: {err}") from None
+
+
+def _verify_signer(signed: Signed, cert: x509.Certificate) -> str:
     signer = signed.signer_info
     try:
         digest_name = signer["digest_algorithm"]["algorithm"].native
@@ -337,6 +376,5 @@ def der_signature(raw: bytes) -> bytes:
 
 __all__ = ["ALGORITHM", "DIGEST", "HASHES", "ID_CSCA_MASTER_LIST", "ID_LDS_SECURITY_OBJECT",
            "MALFORMED", "SIGNATURE", "SIGNERS", "CmsError", "CscaMasterList",
-           "LdsSecurityObject", "Signed",
-           "der_signature", "digest", "parse_signed_data", "sign_content", "verify_signature",
-           "verify_signer"]
+           "LdsSecurityObject", "Signed", "checked_certificate", "der_signature", "digest",
+           "parse_signed_data", "sign_content", "verify_signature", "verify_signer"]

@@ -283,7 +283,7 @@ def _explicit_ec_key(spki_der: bytes, file: str) -> ec.EllipticCurvePublicKey:
         a = int.from_bytes(spec["curve"]["a"].native, "big")
         b = int.from_bytes(spec["curve"]["b"].native, "big")
         point = bytes(info["public_key"])
-    except ValueError as err:
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise LdsError(file, f"public key unreadable: {err}") from None
     for curve in ecdsa.curves.curves:
         c = curve.curve
@@ -420,10 +420,10 @@ def parse_dg14(data: bytes) -> Dg14:
                 aa_hash = AA_SIGNATURE_HASHES.get(alg)
                 if aa_hash is None:
                     raise ValueError(f"ActiveAuthenticationInfo names {alg}")
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
         if isinstance(err, LdsError):
             raise
-        raise LdsError("DG14", f"SecurityInfos unreadable: {err}") from None
+        raise LdsError("DG14", f"SecurityInfos unreadable: {err!r}") from None
     return Dg14(tuple(infos), tuple(pks), aa_hash, tuple(protocols))
 
 

@@ -188,7 +188,7 @@ class TrustStore:
             if signed.content_type != cms.ID_CSCA_MASTER_LIST:
                 raise cms.CmsError(cms.MALFORMED, f"content type {signed.content_type}")
             listed = cms.CscaMasterList.load(signed.content, strict=True)
-            certs = [x509.load_der_x509_certificate(c.dump()) for c in listed["cert_list"]]
+            certs = [cms.checked_certificate(c.dump()) for c in listed["cert_list"]]
         except (cms.CmsError, ValueError, TypeError) as err:
             self.problems.append((MASTER_LIST_MALFORMED, f"{where}: {err}"))
             return False
@@ -230,7 +230,7 @@ class TrustStore:
                 for value in values:
                     try:
                         if base == "usercertificate":
-                            self.add_certificate(x509.load_der_x509_certificate(value))
+                            self.add_certificate(cms.checked_certificate(value))
                         elif base == "certificaterevocationlist":
                             self.add_crl(x509.load_der_x509_crl(value))
                         elif base == "cscamasterlistdata":
@@ -298,7 +298,7 @@ class TrustStore:
             for kind, der in _pem_blocks(data):
                 try:
                     if kind in ("CERTIFICATE", "TRUSTED CERTIFICATE"):
-                        self.add_certificate(x509.load_der_x509_certificate(der))
+                        self.add_certificate(cms.checked_certificate(der))
                         found = True
                     elif kind == "X509 CRL":
                         self.add_crl(x509.load_der_x509_crl(der))
@@ -307,7 +307,7 @@ class TrustStore:
                     return False
             return found
         try:
-            self.add_certificate(x509.load_der_x509_certificate(data))
+            self.add_certificate(cms.checked_certificate(data))
             return True
         except ValueError:
             pass

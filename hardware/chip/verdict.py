@@ -88,6 +88,11 @@ def authenticate(files: Mapping[int, bytes], *, trust: TrustStore, mrz: str | No
     timings["passive_authentication"] = (time.perf_counter() - t0) * 1000
     reasons = list(pa.reasons)
 
+    if lds.EF_COM in files:  # unsigned, so only its form is checked
+        try:
+            lds.parse_com(files[lds.EF_COM])
+        except lds.LdsError as err:
+            reasons.append(err.reason)
     dg14: lds.Dg14 | None = None
     if lds.DG14 in files:
         try:
