@@ -77,15 +77,17 @@ def _document() -> list[Reason]:
         r("NAME_INVALID", "the name field is empty or malformed"),
         r("SEX_INVALID", "the sex field is not M, F, X or <"),
         r("DATE_OF_BIRTH_INVALID", "the date of birth is not a real date"),
-        r("DATE_OF_BIRTH_UNKNOWN", "the date of birth is left blank"),
         r("DATE_OF_EXPIRY_INVALID", "the expiry date is not a real date"),
-        r("DATE_OF_EXPIRY_UNKNOWN", "the expiry date is left blank"),
+        r("DATE_OF_EXPIRY_UNKNOWN", "the expiry date is left blank (Doc 9303 has no unknown "
+                                    "expiry)"),
         r("DOCUMENT_NUMBER_INVALID", "the document number is empty or malformed"),
         r("CHECK_DOCUMENT_NUMBER", "the check digit of the document number fails"),
         r("CHECK_DATE_OF_BIRTH", "the check digit of the date of birth fails"),
         r("CHECK_DATE_OF_EXPIRY", "the check digit of the expiry date fails"),
         r("CHECK_OPTIONAL_DATA", "the check digit of the optional data fails"),
         r("CHECK_COMPOSITE", "the composite check digit fails"),
+        r("DOCUMENT_NUMBER_CHECK_VARIANT", "warning, MRZ valid: a BEL/PRT card's long number "
+          "check digit covers the filler at 15"),
         # eligibility policy (gate.document.policy, the lane's [document] section)
         r("DOCUMENT_TYPE_NOT_ALLOWED", "this lane does not take this document type or layout"),
         r("EXPIRY_UNKNOWN", "no valid expiry date, so validity cannot be judged"),
@@ -96,6 +98,8 @@ def _document() -> list[Reason]:
         r("SPECIMEN_DOCUMENT", "issued by or for UTO, the ICAO specimen state: no travel "
           "document"),
         r("AGE_UNKNOWN", "no valid date of birth, so the minimum age cannot be judged"),
+        r("DATE_OF_BIRTH_UNKNOWN", "the document gives the date of birth as unknown: an "
+          "officer sees the holder"),
         r("UNDER_MINIMUM_AGE", "the holder is under this lane's minimum age"),
         r("NATIONALITY_NOT_ALLOWED", "this lane does not serve the holder's nationality"),
         r("DOCUMENT_LISTED", "the document number is on the lane's list (lost, stolen)"),

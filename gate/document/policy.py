@@ -12,10 +12,18 @@ weaker check.
 
 Reason codes: ``DOCUMENT_TYPE_NOT_ALLOWED``, ``EXPIRED``, ``EXPIRES_SOON``, ``EXPIRY_UNKNOWN``,
 ``EXPIRY_IMPLAUSIBLE`` (later than any passport runs: 10 years and ``expiry_margin_days``
-from today), ``UNDER_MINIMUM_AGE``, ``AGE_UNKNOWN``, ``NATIONALITY_NOT_ALLOWED``,
+from today), ``UNDER_MINIMUM_AGE``, ``AGE_UNKNOWN``, ``DATE_OF_BIRTH_UNKNOWN``,
+``NATIONALITY_NOT_ALLOWED``,
 ``SPECIMEN_DOCUMENT`` (issued by or for ``UTO``, the ICAO specimen state, on a lane that
 does not ``allow_specimen``), ``DOCUMENT_LISTED`` (lost/stolen list), ``MRZ_INVALID``
 (nothing can be judged on an invalid read).
+
+A date of birth the document gives as unknown (fillers, Doc 9303 Part 3: the MRZ is valid,
+``date_of_birth`` is None) is never admitted by the lane: ``AGE_UNKNOWN`` where a minimum
+age applies, ``DATE_OF_BIRTH_UNKNOWN`` where none does. Border systems look travellers up
+by name *and* date of birth, and an automated lane is for the routine case; a holder
+without a known date of birth is not one, so an officer sees them even on a lane that
+checks no age (see docs/document.md, "Unknown dates and national variants").
 """
 
 from __future__ import annotations
@@ -97,7 +105,8 @@ class DocumentPolicy:
                                         choices=("TD1", "TD2", "TD3", "MRVA", "MRVB"))
     # EXPIRES_SOON below this many days; 0: valid through the day of expiry
     min_days_valid: int = setting(0, low=0, high=3650, unit="days")
-    # 0: no minimum age (and no AGE_UNKNOWN)
+    # 0: no minimum age (an unknown date of birth is then DATE_OF_BIRTH_UNKNOWN, not
+    # AGE_UNKNOWN: still refused)
     minimum_age: int = setting(18, low=0, high=120, unit="years")
     # ICAO codes or presets (EU, EEA, EU_EEA_CH); empty: any
     nationalities: frozenset[str] = setting(frozenset(), item=_nationality)
@@ -147,11 +156,11 @@ class DocumentPolicy:
                 reasons.append("EXPIRES_SOON")
             elif expiry > self.latest_plausible_expiry(today):
                 reasons.append("EXPIRY_IMPLAUSIBLE")
-        if self.minimum_age > 0:
-            if mrz.date_of_birth is None:
-                reasons.append("AGE_UNKNOWN")
-            elif age_on(date.fromisoformat(mrz.date_of_birth), today) < self.minimum_age:
-                reasons.append("UNDER_MINIMUM_AGE")
+        if mrz.date_of_birth is None:  # fillers: Doc 9303 lets an issuer say "unknown"
+            reasons.append("AGE_UNKNOWN" if self.minimum_age > 0 else "DATE_OF_BIRTH_UNKNOWN")
+        elif (self.minimum_age > 0
+              and age_on(date.fromisoformat(mrz.date_of_birth), today) < self.minimum_age):
+            reasons.append("UNDER_MINIMUM_AGE")
         if self.nationalities and mrz.nationality not in self.nationalities:
             reasons.append("NATIONALITY_NOT_ALLOWED")
         if not self.allow_specimen and SPECIMEN_STATE in (mrz.issuing_state, mrz.nationality):

@@ -51,6 +51,9 @@ KIND_CHARS = {
     "alpha": LETTERS + "<",  # document code, state codes
     "num": DIGITS,  # dates, check digits
     "numf": DIGITS + "<",  # check digit that may be a filler (empty optional data)
+    # date of birth: digits, or fillers where it is unknown (Doc 9303 Part 3); an expiry
+    # has no unknown form, so its field stays "num"
+    "date": DIGITS + "<",
     "alnum": LETTERS + DIGITS + "<",  # document number, optional data
     "name": LETTERS + "<",
     "sex": "MFX<",
@@ -124,7 +127,7 @@ def _two_line(mrz_type: str, length: int, composite: bool, optional_check: bool)
         _f("name", 0, 5, length, "name"),
         _f("document_number", 1, 0, 9, "alnum"),
         _f("nationality", 1, 10, 13, "alpha"),
-        _f("date_of_birth", 1, 13, 19, "num"),
+        _f("date_of_birth", 1, 13, 19, "date"),
         _f("sex", 1, 20, 21, "sex"),
         _f("date_of_expiry", 1, 21, 27, "num"),
         _f("optional_data", 1, 28, opt_end, "alnum"),
@@ -132,7 +135,7 @@ def _two_line(mrz_type: str, length: int, composite: bool, optional_check: bool)
     long_numbers = mrz_type in ("TD2", "MRVB")  # '<' at the check: number continues later
     checks = [
         CheckSpec("document_number", (1, 9), (Span(1, 0, 9),), long_numbers),
-        CheckSpec("date_of_birth", (1, 19), (Span(1, 13, 19),)),
+        CheckSpec("date_of_birth", (1, 19), (Span(1, 13, 19),), True),
         CheckSpec("date_of_expiry", (1, 27), (Span(1, 21, 27),)),
     ]
     if optional_check:
@@ -157,7 +160,7 @@ TD1 = Layout(
         _f("issuing_state", 0, 2, 5, "alpha"),
         _f("document_number", 0, 5, 14, "alnum"),
         _f("optional_data", 0, 15, 30, "alnum"),
-        _f("date_of_birth", 1, 0, 6, "num"),
+        _f("date_of_birth", 1, 0, 6, "date"),
         _f("sex", 1, 7, 8, "sex"),
         _f("date_of_expiry", 1, 8, 14, "num"),
         _f("nationality", 1, 15, 18, "alpha"),
@@ -166,7 +169,7 @@ TD1 = Layout(
     ),
     (
         CheckSpec("document_number", (0, 14), (Span(0, 5, 14),), True),
-        CheckSpec("date_of_birth", (1, 6), (Span(1, 0, 6),)),
+        CheckSpec("date_of_birth", (1, 6), (Span(1, 0, 6),), True),
         CheckSpec("date_of_expiry", (1, 14), (Span(1, 8, 14),)),
         CheckSpec(
             "composite",
@@ -181,6 +184,13 @@ MRVA = _two_line("MRVA", 44, composite=False, optional_check=False)
 MRVB = _two_line("MRVB", 36, composite=False, optional_check=False)
 
 LAYOUTS: dict[str, Layout] = {x.mrz_type: x for x in (TD1, TD2, TD3, MRVA, MRVB)}
+#: The first character of the document code each layout allows: Doc 9303 Part 4 (TD3: P,
+#: passports), Parts 5 and 6 (TD1, TD2: A, C or I, official travel documents other than
+#: passports; a P there is refused) and Part 7 (visas: V).
+FIRST_LETTERS: dict[str, frozenset[str]] = {
+    "TD3": frozenset("P"), "TD1": frozenset("ACI"), "TD2": frozenset("ACI"),
+    "MRVA": frozenset("V"), "MRVB": frozenset("V"),
+}
 #: (lines, length) -> layouts of that shape, the visa first only when the code says 'V'.
 SHAPES: dict[tuple[int, int], tuple[str, ...]] = {
     (3, 30): ("TD1",),
@@ -225,6 +235,8 @@ class MrzResult:
     optional_data_2: str = ""
     checks: dict[str, bool] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    #: Codes for the officer that do not make the MRZ invalid (a known national variant)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def valid(self) -> bool:
@@ -253,6 +265,7 @@ class MrzResult:
             "checks": dict(self.checks),
             "valid": self.valid,
             "problems": list(self.problems),
+            "warnings": list(self.warnings),
             "lines": list(self.lines),
         }
 
@@ -279,9 +292,22 @@ def split_name(field_text: str) -> tuple[str, str, bool]:
     return surname, given, truncated
 
 
+#: A date of birth unknown in whole or in part (Doc 9303 Part 3): the unknown positions are
+#: fillers — ``<<<<<<``, ``YY<<<<`` (month and day unknown), ``YYMM<<`` (day unknown).
+_UNKNOWN_BIRTH = re.compile(r"<{6}|\d\d<{4}|\d\d(?:0[1-9]|1[0-2])<<")
+
+
 def _parse_date(text: str, kind: str, today: date) -> tuple[str | None, str | None]:
-    """ISO date or None, plus a problem code. Century inferred around ``today``."""
+    """ISO date or None, plus a problem code. Century inferred around ``today``.
+
+    A date of birth written with fillers where it is unknown (:data:`_UNKNOWN_BIRTH`) is no
+    problem: None without a code, for the eligibility policy to judge. An expiry has no
+    unknown form in Doc 9303 (Parts 4 to 7 make it mandatory): fillers there are
+    ``UNKNOWN``, a problem like any other.
+    """
     if not re.fullmatch(r"\d{6}", text):
+        if kind == "birth" and _UNKNOWN_BIRTH.fullmatch(text):
+            return None, None
         return None, "UNKNOWN" if set(text) <= {"<"} else "INVALID"
     yy, mm, dd = int(text[:2]), int(text[2:4]), int(text[4:6])
     if kind == "birth":
@@ -328,6 +354,21 @@ def _long_document_number(lines: Sequence[str], layout: Layout) -> tuple[str, st
     return head, opt, digit, False
 
 
+#: Issuing states whose older TD1 identity cards compute a long document number's check
+#: digit over the number *and* the filler at position 15 (against Doc 9303 Part 5): older
+#: Belgian cards and some Portuguese ones. Only theirs are read under that rule.
+LONG_NUMBER_VARIANT_STATES = frozenset({"BEL", "PRT"})
+#: The warning such a card's MRZ carries: valid, with the officer told why it was read so.
+DOCUMENT_NUMBER_CHECK_VARIANT = "DOCUMENT_NUMBER_CHECK_VARIANT"
+
+
+def _variant_number_check(layout: Layout, state: str, number: str, digit: str) -> bool:
+    """Whether a TD1 long number's check digit holds under the BEL/PRT rule (the filler at
+    position 15 counted in), for an issuing state in :data:`LONG_NUMBER_VARIANT_STATES`."""
+    return (layout.mrz_type == "TD1" and state in LONG_NUMBER_VARIANT_STATES
+            and digit in DIGITS and digit == check_digit(number[:9] + "<" + number[9:]))
+
+
 def parse(mrz: str | Sequence[str], today: date | None = None) -> MrzResult:
     """Parse and validate an MRZ given as lines (or one string with newlines). Never raises."""
     try:
@@ -357,11 +398,7 @@ def _parse(mrz: str | Sequence[str], today: date) -> MrzResult:
 
     res.document_code = get["document_code"]
     res.document_type = _strip(res.document_code)
-    first = res.document_code[:1]
-    expected_first = {"TD3": "P", "MRVA": "V", "MRVB": "V"}.get(layout.mrz_type)
-    if (expected_first and first != expected_first) or (
-        layout.mrz_type in ("TD1", "TD2") and first not in ("I", "A", "C", "P")
-    ):
+    if res.document_code[:1] not in FIRST_LETTERS[layout.mrz_type]:
         problems.append("DOCUMENT_TYPE_INVALID")
 
     res.issuing_state = _strip(get["issuing_state"])
@@ -380,8 +417,8 @@ def _parse(mrz: str | Sequence[str], today: date) -> MrzResult:
         problems.append("SEX_INVALID")
 
     res.date_of_birth, p = _parse_date(get["date_of_birth"], "birth", today)
-    if p:
-        problems.append(f"DATE_OF_BIRTH_{p}")
+    if p:  # fillers are no problem in a date of birth: only a date that is not one
+        problems.append("DATE_OF_BIRTH_INVALID")
     res.date_of_expiry, p = _parse_date(get["date_of_expiry"], "expiry", today)
     if p:
         problems.append(f"DATE_OF_EXPIRY_{p}")
@@ -396,6 +433,9 @@ def _parse(mrz: str | Sequence[str], today: date) -> MrzResult:
     for spec in layout.checks:
         if spec.name == "document_number" and is_long:
             ok = num_digit in DIGITS and num_digit == check_digit(number)
+            if not ok and _variant_number_check(layout, res.issuing_state, number, num_digit):
+                ok = True  # the composite, over the characters as printed, still holds it
+                res.warnings.append(DOCUMENT_NUMBER_CHECK_VARIANT)
         else:
             ok = _check_value(lines, spec)
         res.checks[spec.name] = ok
