@@ -3,7 +3,8 @@
 ``gate document`` and ``gate verify`` are run as a user runs them, in a process of their
 own, on decompression bombs, a sparse 2 GiB file, a FIFO, a directory, ``/dev/zero`` and
 formats no lane needs: each must end in one line on stderr, exit 2, and stay small — its
-peak resident memory is read from the kernel (``os.wait4``), never inferred from time.
+peak resident memory is read from the kernel (the child's own ``VmHWM``), never inferred
+from time.
 Then :mod:`hardware.images` itself: the headers it parses, the limits, the file checks,
 the per-call caps, the native decoders' chatter kept off stderr, and its use by the hot
 folder reader and calibration.
@@ -18,7 +19,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,30 +66,67 @@ class Run:
         return lines
 
 
+#: Runs the CLI and, at exit, copies the process's /proc status to the file $PEAK_FILE
+#: names. Not ``os.wait4``: a child's ru_maxrss keeps the parent's high-water mark across
+#: fork and exec (Linux folds the old mm's peak into the process's), so under a pytest
+#: that has loaded the face models every child read ~1 GB.
+_WITH_PEAK = ("import atexit, os, runpy\n"
+              "def _peak():\n"
+              "    with open('/proc/self/status') as s, open(os.environ['PEAK_FILE'], 'w') as f:\n"
+              "        f.write(s.read())\n"
+              "atexit.register(_peak)\n"
+              "runpy.run_module('gate.cli', run_name='__main__')\n")
+
+
 def gate(*args: str, hang_s: float = 90.0) -> Run:
-    """``gate ARGS`` in a child process; its peak RSS from ``os.wait4``. A child still
-    running after ``hang_s`` (a FIFO read) is killed and reported as such."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([sys.executable, "-m", "gate.cli", *args], cwd=ROOT,
-                                stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-        killed = threading.Event()
-
-        def kill() -> None:
-            killed.set()
-            proc.kill()
-
-        timer = threading.Timer(hang_s, kill)
-        timer.start()
+    """``gate ARGS`` in a child process; its peak RSS (``VmHWM``) as the kernel counted it
+    for that program. A child still running after ``hang_s`` (a FIFO read) is killed and
+    reported as such."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.TemporaryDirectory() as tmp:
+        peak_file = Path(tmp) / "status"
+        proc = subprocess.Popen([sys.executable, "-c", _WITH_PEAK, *args], cwd=ROOT,
+                                stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                env={**os.environ, "PEAK_FILE": str(peak_file)})
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
-        proc.returncode = os.waitstatus_to_exitcode(status)
+            proc.wait(timeout=hang_s)
+            killed = False
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            killed = True
         out.seek(0)
         err.seek(0)
         return Run(proc.returncode, out.read().decode("utf-8", "replace"),
-                   err.read().decode("utf-8", "replace"), usage.ru_maxrss / 1024,
-                   killed.is_set())
+                   err.read().decode("utf-8", "replace"), _vm_hwm_mb(peak_file), killed)
+
+
+def _vm_hwm_mb(status: Path) -> float:
+    """VmHWM from a copy of /proc/PID/status; infinite when the child wrote none (killed),
+    so a memory assertion cannot pass by accident."""
+    if not status.exists():
+        return float("inf")
+    for line in status.read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmHWM in {status}")
+
+
+def test_peak_is_the_childs_own() -> None:
+    """The measurement itself: a parent holding 300 MB does not lend it to its child, and a
+    child that allocates 200 MB is seen to."""
+    ballast = bytearray(300 * 1024 * 1024)
+    ballast[::4096] = b"\x01" * len(ballast[::4096])
+    small = gate("--help")
+    assert small.rc == 0 and small.peak_mb < 250, small.peak_mb
+    del ballast
+    big = _WITH_PEAK.replace("runpy.run_module('gate.cli', run_name='__main__')",
+                             "b = bytearray(200 * 1024 * 1024)\nb[::4096] = b'x' * len(b[::4096])")
+    with tempfile.TemporaryDirectory() as tmp:
+        peak_file = Path(tmp) / "status"
+        subprocess.run([sys.executable, "-c", big], check=True,
+                       env={**os.environ, "PEAK_FILE": str(peak_file)})
+        assert _vm_hwm_mb(peak_file) > 200
 
 
 @pytest.fixture(scope="module")
@@ -446,10 +483,10 @@ def test_folder_reader_gives_a_bomb_up_at_once(tmp_path: Path) -> None:
 def test_calibration_folders_skip_refused_files(tmp_path: Path) -> None:
     from gate.face.calibrate import folder_pairs
 
-    for who in ("ann", "bob"):
+    for who, levels in (("ann", (200, 90)), ("bob", (150, 60))):  # identical images count once
         (tmp_path / who).mkdir()
-        (tmp_path / who / "1.png").write_bytes(grey_png(64, 48))
-        (tmp_path / who / "2.png").write_bytes(grey_png(64, 48, level=90))
+        (tmp_path / who / "1.png").write_bytes(grey_png(64, 48, level=levels[0]))
+        (tmp_path / who / "2.png").write_bytes(grey_png(64, 48, level=levels[1]))
     hdr_bomb(tmp_path / "ann" / "3.png", 2000, 2000)  # an HDR under a PNG name
     fifo(tmp_path / "bob" / "4.jpg")
     pairs = list(folder_pairs(tmp_path))

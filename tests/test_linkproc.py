@@ -642,6 +642,8 @@ def test_bench_link_reports_both_modes_as_json() -> None:
     for mode, figures in result["modes"].items():
         # figures measured by the board: a real number of ms for each trial, no trip here
         assert len(figures["max_gap_ms"]) == 1 and figures["max_gap_ms"][0] > 50, mode
-        assert figures["longest_gil_call_s"] >= 0.3, mode
+        # the load held the GIL in long calls (a sort of 1e6 floats: 0.27-0.5 s measured on
+        # CI and here; the bound only says it was no trivial call, not how fast this CPU is)
+        assert figures["longest_gil_call_s"] >= 0.05, mode
     print("bench (1 s, no hogs):", {m: f["max_gap_ms"] for m, f in result["modes"].items()})
     assert result["modes"]["link_process"]["watchdog_trips"] == [0]

@@ -254,10 +254,14 @@ def test_a_portrait_only_the_document_detector_finds_still_verifies(tmp_path: Pa
     """Regression from the 1,000-passage run: a 3/4-profile portrait on a TD2 page that
     the document stage accepted but the face stage's own detector missed, refusing a
     genuine traveller with NO_FACE_IN_DOCUMENT. The verifier now starts from the face box
-    the document stage found."""
+    the document stage found. The miss was dlib's HOG detector's, so this runs the dlib
+    pack (on the default pack t1-e's live frames are rightly refused: their head is turned
+    about 45°, see gate.simlane.stream.FRONTAL_PEOPLE)."""
     case = tmp_path / "t1e_td2.toml"
     case.write_text('name = "t1e_td2"\n[traveller]\nperson = "t1-e"\ndocument = "TD2"\n'
                     'seed = 641819886\n[expect]\noutcome = "PASSED"\n', encoding="utf-8")
+    config = tmp_path / "lane.toml"
+    config.write_text('[face]\npack = "dlib-resnet-v1"\n', encoding="utf-8")
     args = _gate_sim(["--scenario", str(case), "--seed", "186", "--speed", "10",
-                      "--gpu", "off"])
+                      "--gpu", "off", "--config", str(config)])
     assert sim_command.run_lane(args) == 0

@@ -38,9 +38,11 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "behaviour": ("tailgater", "turns_back", "no_usable_face"),
 }
 #: People whose live frames pass the quality gates when they look at the camera. t1-b's
-#: head is rolled 33° in the only photo we have of them: the gates rightly refuse every
-#: frame, so t1-b appears only where a refusal is the expected ending.
-FRONTAL_PEOPLE = ("t1-a", "t1-c", "t1-d", "t1-e", "t1-f", "astronaut", "tom")
+#: head is rolled 33° in the only photo we have of them, t1-e's turned about 45° (YuNet's
+#: yaw 0.9-1.0 eye distances, dlib's points 0.29-0.33 against the 0.3 limit): the gates
+#: rightly refuse their frames, so they appear only where a refusal is the expected ending
+#: or as a portrait.
+FRONTAL_PEOPLE = ("t1-a", "t1-c", "t1-d", "t1-f", "astronaut", "tom")
 DOCUMENT_TYPES = ("TD3", "TD3", "TD1", "TD2")
 
 
