@@ -25,6 +25,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("sim", "gate.commands.sim", "simulated lane and simulated devices"),
     ("selftest", "gate.commands.selftest", "commissioning test of a barrier board"),
     ("document", "gate.commands.document", "read a document page's MRZ and judge eligibility"),
+    ("chip", "gate.commands.chip", "read a passport chip (PACE/BAC) and authenticate it"),
     ("verify", "gate.commands.verify", "1:1 face verification of a reference and live images"),
     ("calibrate", "gate.commands.calibrate", "measure FMR/FNMR and set the decision threshold"),
     ("bench", "gate.commands.bench", "run a benchmark (document, face)"),

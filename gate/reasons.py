@@ -147,6 +147,13 @@ def _chip() -> list[Reason]:
 
     return [
         # reaching and opening the chip (hardware.chip: reader, PACE/BAC, secure messaging)
+        r("CHIP_READER_UNAVAILABLE", "out of service: the chip reader (or pcscd) is not "
+          "there"),
+        r("CHIP_ABSENT", "no chip answered in the reader's field (no chip, or not on the "
+          "antenna)"),
+        r("CHIP_NOT_RESPONDING", "a chip was detected but stopped answering (a mute chip)"),
+        r("CHIP_ACCESS_DENIED", "neither PACE nor BAC opened the chip with the MRZ's keys"),
+        r("CHIP_READ_FAILED", "the chip's files could not be read under secure messaging"),
         # passive authentication, the trust store, chip/active authentication
         # (hardware.chip.pa, hardware.chip.trust)
         r("LDS_MALFORMED:", "a file read from the chip is not what ICAO 9303-10 says: <file>",

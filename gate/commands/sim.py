@@ -144,6 +144,15 @@ def add_parser(sub: Any) -> None:
                     "first line of stdout.")
     reader_server.add_arguments(reader)
     reader.set_defaults(func=reader_server.run)
+    from sim import chip_server
+
+    chip = targets.add_parser(
+        "chip", help="serve simulated passport chips on PC/SC (pcscd + vsmartcard-vpcd)",
+        description="Serve a simulated passport chip through pcscd and vsmartcard-vpcd. "
+                    "Prints the reader (pcsc:NAME), then the control API's URL, then the "
+                    "trust folder of the simulated PKI as JSON.")
+    chip_server.add_arguments(chip)
+    chip.set_defaults(func=chip_server.run)
 
 
 def _print_event(event: BoardEvent) -> None:
