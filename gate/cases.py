@@ -61,7 +61,7 @@ def case_input(record: PassageRecord, kind: str, case_id: str,
         opened_at=record.ended_at,
         kind=kind,
         reasons=(str(record.outcome), *record.reasons),
-        mrz=dict(document.mrz) if document is not None else {},
+        mrz=_with_chip(document, decision),
         portrait=document.portrait if document is not None else None,
         live_frames=list(capture.frames) if capture is not None else [],
         score=decision.score if decision is not None else None,
@@ -70,6 +70,16 @@ def case_input(record: PassageRecord, kind: str, case_id: str,
         timeline=timeline,
         case_id=case_id,
     )
+
+
+def _with_chip(document: Any, decision: Any) -> dict[str, Any]:
+    """The MRZ record, with the chip's verdict the face comparison saw (when it waited for
+    one): access, passive/chip authentication, which portrait was the reference."""
+    mrz = dict(document.mrz) if document is not None else {}
+    chip = decision.record.get("chip") if decision is not None else None
+    if chip is not None:
+        mrz["chip"] = chip
+    return mrz
 
 
 class LaneCaseControl:

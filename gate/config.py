@@ -66,6 +66,8 @@ class Devices:
     camera: str = setting("")
     # document camera (same kinds) or folder:/path of a full-page reader
     documents: str = setting("")
+    # passport chip reader: pcsc:READER NAME, pcsc: (the first reader); "": no chip read
+    chip: str = setting("")
 
 
 def default_state_dir() -> Path:

@@ -154,6 +154,12 @@ def _chip() -> list[Reason]:
         r("CHIP_NOT_RESPONDING", "a chip was detected but stopped answering (a mute chip)"),
         r("CHIP_ACCESS_DENIED", "neither PACE nor BAC opened the chip with the MRZ's keys"),
         r("CHIP_READ_FAILED", "the chip's files could not be read under secure messaging"),
+        # the chip in the lane (gate.chip)
+        r("CHIP_NOT_AUTHENTIC", "the chip is not authentic: the reasons after it say why"),
+        r("CHIP_MISSING", "the page's MRZ gave no keys for the chip"),
+        r("CHIP_PORTRAIT_TIMEOUT", "the chip's portrait and chip authentication did not "
+          "come in time"),
+        r("CHIP_PORTRAIT_UNREADABLE", "the chip's portrait (DG2) cannot be decoded"),
         # passive authentication, the trust store, chip/active authentication
         # (hardware.chip.pa, hardware.chip.trust)
         r("LDS_MALFORMED:", "a file read from the chip is not what ICAO 9303-10 says: <file>",

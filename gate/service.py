@@ -20,6 +20,7 @@ lamps) so the board is polled from its first byte while the heavy stages load.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 import time
@@ -72,6 +73,33 @@ class Stages:
 class StageSettings:
     document: Any  # gate.document.policy.DocumentPolicy
     face: Any  # gate.face.FaceConfig
+    chip: Any = None  # gate.chip.ChipSettings
+
+
+def chip_settings(config: LaneConfig) -> Any:
+    """``[chip]`` checked (gate.chip.ChipSettings)."""
+    from gate import schema
+    from gate.chip import ChipSettings
+
+    try:
+        return schema.load(ChipSettings, config.sections.get("chip", {}), "chip")
+    except ConfigError as exc:
+        raise ConfigError(f"{config.source}: {exc}") from exc
+
+
+def trust_path(config: LaneConfig, settings: Any) -> str:
+    """Where the lane's CSCA trust store is: ``[chip] trust``, else STATE/trust."""
+    return str(settings.trust) if settings.trust else str(default_state_dir() / "trust")
+
+
+def with_chip(stages: Stages, reader: Any, trust: Any, settings: Any) -> Stages:
+    """The stages with the chip read around them (gate.chip): admission on passive
+    authentication, the face against the chip's portrait."""
+    from gate.chip import ChipDocumentCheck, ChipPortraitVerifier
+
+    return dataclasses.replace(
+        stages, document_check=ChipDocumentCheck(stages.document_check, reader, trust, settings),
+        face_verifier=ChipPortraitVerifier(stages.face_verifier, settings))
 
 
 def stage_settings(config: LaneConfig, *, production: bool = False) -> StageSettings:
@@ -95,7 +123,7 @@ def stage_settings(config: LaneConfig, *, production: bool = False) -> StageSett
             f"{config.source}: [document] today = {policy.today.isoformat()} fixes the "
             "lane's date, for tests and the simulator only: gate run judges expiry and age "
             "on the lane PC's clock (remove it; gate sim --config accepts it)")
-    return StageSettings(policy, face)
+    return StageSettings(policy, face, chip_settings(config))
 
 
 def build_stages(config: LaneConfig, camera: Any) -> Stages:
@@ -163,6 +191,8 @@ class LaneParts:
     reader: Any = None  # hardware.docreader.DocumentReader
     stages: Stages | None = None
     barrier: Barrier | None = None
+    #: health probes of devices inside ready-made stages (the chip reader of the sim lane)
+    health: Mapping[str, Callable[[], DeviceHealth]] = field(default_factory=dict)
 
 
 def _open_camera(url: str, what: str) -> Any:
@@ -269,9 +299,25 @@ class LaneService:
             self.reader = _open_reader(config.devices.documents)
             self._owned.append(self.reader.close)
             self.reader.start()
+        chip: tuple[Any, Any, Any] | None = None
+        if config.devices.chip and self._given.stages is None:
+            from gate.chip import TrustSource, chip_health, open_chip_reader
+
+            settings = chip_settings(config)
+            try:
+                chip_reader = open_chip_reader(config.devices.chip)
+            except ValueError as exc:
+                raise ConfigError(f"{config.source}: {exc}") from exc
+            self._owned.append(chip_reader.close)
+            trust = TrustSource(trust_path(config, settings))
+            chip = (chip_reader, trust, settings)
+            self._log.info("service.chip", reader=config.devices.chip, trust=str(trust.path),
+                           required=settings.required)
         # 3. the stages (seconds of model loading and warm-up)
         t0 = time.monotonic()
         self.stages = self._given.stages or build_stages(config, self.camera)
+        if chip is not None:
+            self.stages = with_chip(self.stages, *chip)
         self._log.info("service.stages_ready", seconds=round(time.monotonic() - t0, 2),
                        face_provider=self.stages.provider)
         self.config_warnings = tuple(getattr(self.stages.face_verifier, "config_warnings", ()))
@@ -281,6 +327,10 @@ class LaneService:
         camera, reader = self.camera, self.reader
         devices: dict[str, Callable[[], DeviceHealth]] = {
             "camera": lambda: camera.health, "documents": lambda: reader.health}
+        if chip is not None:
+            chip_reader, trust, _ = chip
+            devices["chip"] = lambda: chip_health(chip_reader, trust)
+        devices.update(self._given.health)
         lane = Lane(self.barrier, self.stages.document_check, self.stages.face_capture,
                     self.stages.face_verifier, config, devices=devices)
         self.lane = lane
@@ -555,6 +605,20 @@ def check_lane(config: LaneConfig, timeout_s: float = 8.0) -> CheckReport:
                 "delivering" if health.ok else f"{health.reason} {health.detail}".strip())))
         finally:
             device.close()
+    if config.devices.chip:
+        from gate.chip import TrustSource, chip_health, open_chip_reader
+
+        try:
+            chip_reader = open_chip_reader(config.devices.chip)
+        except ValueError as exc:
+            add(CheckResult("chip", False, str(exc)))
+        else:
+            trust = TrustSource(trust_path(config, settings.chip))
+            health = chip_health(chip_reader, trust)
+            chip_reader.close()
+            add(CheckResult("chip", health.ok, f"{config.devices.chip}, trust {trust.path}: "
+                            + (health.detail if health.ok
+                               else f"{health.reason} {health.detail}".strip())))
     paths = case_paths(config)
     try:
         from gate.review.store import CaseStore

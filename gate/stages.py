@@ -28,6 +28,9 @@ class DocumentOutcome:
     portrait: np.ndarray | None = field(default=None, repr=False)  # personal: BGR photo crop
     mrz: Mapping[str, Any] = field(default_factory=dict, repr=False)  # personal: parsed fields
     timings_ms: Mapping[str, float] = field(default_factory=dict)
+    #: the chip's second half still being read (gate.chip.PendingChip), when the lane has a
+    #: chip reader and admitted on passive authentication; the face verifier waits for it
+    chip: Any = field(default=None, repr=False, compare=False)
 
     def log_summary(self) -> dict[str, Any]:
         """What may go to a log: no names, no numbers, no images."""

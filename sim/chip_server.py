@@ -327,6 +327,11 @@ class ChipPeer:
     def stop(self) -> int | None:
         return self.process.stop()
 
+    @property
+    def errors(self) -> list[str]:
+        """The peer's last stderr lines (an emulator error's traceback)."""
+        return list(self.process.errors)
+
     def __enter__(self) -> ChipPeer:
         return self
 

@@ -59,7 +59,8 @@ DEFAULT_QUALITY = 95
 MIN_QUALITY = 92  # below this the MRZ reader starts to miss characters in the stream
 BOUNDARY = "frame"
 #: What /place accepts (anything else is refused: a typo must not pass silently).
-PLACE_KEYS = ("person", "document", "defect", "condition", "portrait_of", "seed")
+PLACE_KEYS = ("person", "document", "defect", "condition", "portrait_of", "seed",
+              "issuing_state")
 DOCUMENT_TYPES = ("TD3", "TD2", "TD1")
 
 
@@ -146,6 +147,12 @@ class Glass:
         identity = documents.random_identity(rng, document or None, today=date.today(),
                                              defect=defect)
         identity = dataclasses.replace(identity, person_id=portrait_of or person)
+        state = spec.get("issuing_state")
+        if state:  # e.g. UTO, the state the simulated chip PKI issues for
+            if not (isinstance(state, str) and state.isalpha() and state.isupper()
+                    and 1 <= len(state) <= 3):
+                raise PlaceError(f"issuing_state {state!r}: one to three capital letters")
+            identity = dataclasses.replace(identity, issuing_state=state)
         page = documents.photograph(documents.render_page(identity, rng), condition, rng)
         view = documents.on_glass(page, self._glass, rng)
         jpeg = self._encode(view.image)

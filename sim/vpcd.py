@@ -22,8 +22,10 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 
 VPCD_PORT = 35963
@@ -122,8 +124,10 @@ class VpcdCard:
                 self._send(sock, self.process(body))
         except OSError as err:
             self.error = str(err)
+            print(f"vpcd card: connection lost: {err}", file=sys.stderr, flush=True)
         except Exception as err:  # an emulator bug must not hang the reader
             self.error = f"emulator error: {err!r}"
+            traceback.print_exc(file=sys.stderr)
             with contextlib.suppress(OSError):
                 sock.close()
 

@@ -86,6 +86,10 @@ def add_parser(sub: Any) -> None:
                         help="a real lane camera: index, /dev/videoN, rtsp://, http:// MJPEG")
     parser.add_argument("--documents", metavar="URL",
                         help="a real document reader: a document camera's URL or folder:/path")
+    parser.add_argument("--chip", metavar="READER",
+                        help="read the passport chip: 'sim' (the simulated chip on pcscd + "
+                             "vsmartcard-vpcd; chip scenarios run only then) or a real "
+                             "reader's pcsc:NAME")
     parser.add_argument("--gpu", choices=("required", "preferred", "off"), default="preferred",
                         help="the face stage's GPU policy (default preferred)")
     parser.add_argument("--config", metavar="LANE.toml",
@@ -270,10 +274,12 @@ def _print_verdict(result: Any, out: TextIO) -> None:
 
 
 def _print_summary(suite: Any, out: TextIO) -> None:
-    print(f"\n{'scenario':<16} {'outcome':<18} {'result':<16} {'time':>7}", file=out)
+    width = max([16, *(len(r.scenario) for r in suite.results)])
+    print(f"\n{'scenario':<{width}} {'outcome':<18} {'result':<16} {'time':>7}", file=out)
     for r in suite.results:
         state = "skipped" if r.skipped else ("as expected" if r.ok else "NOT AS EXPECTED")
-        print(f"{r.scenario:<16} {r.outcome:<18} {state:<16} {r.duration_s:6.1f}s", file=out)
+        print(f"{r.scenario:<{width}} {r.outcome:<18} {state:<16} {r.duration_s:6.1f}s",
+              file=out)
     passed = [r for r in suite.results if r.to_exit_open_ms is not None]
     if passed:
         parts = []
@@ -337,7 +343,7 @@ def _is_simulated(url: str) -> bool:
 def _lane_file(args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
     """The peers' options from ``--config`` and the device flags (flags win): a device
     URL that is empty or ``sim`` gets a simulated peer, any other is used as real."""
-    from gate.config import LaneConfig, load_config
+    from gate.config import ConfigError, LaneConfig, load_config
     from gate.service import stage_settings
     from gate.simlane.peers import PeerOptions
 
@@ -349,10 +355,14 @@ def _lane_file(args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
         from_file = getattr(config.devices, name)
         if not devices[name] and not _is_simulated(from_file):
             devices[name] = from_file
+    chip = getattr(args, "chip", None) or config.devices.chip or ""
+    if chip and chip != "sim" and not chip.startswith("pcsc:"):
+        raise ConfigError(f"--chip {chip!r}: 'sim' or pcsc:READER NAME")
     options = PeerOptions(speed=args.speed, gpu=args.gpu, camera=devices["camera"],
                           documents=devices["documents"],
                           document=dict(config.sections.get("document", {})),
-                          face=dict(config.sections.get("face", {})))
+                          face=dict(config.sections.get("face", {})), chip=chip,
+                          chip_section=dict(config.sections.get("chip", {})))
     return options, devices
 
 

@@ -51,6 +51,10 @@ class PeerOptions:
     documents: str = ""  # a real document reader URL; "": the simulated peer
     document: Mapping[str, Any] = field(default_factory=dict)  # a lane's [document] section
     face: Mapping[str, Any] = field(default_factory=dict)  # a lane's [face] section
+    #: the passport chip reader: "" none, "sim" the simulated chip peer (pcscd +
+    #: vsmartcard-vpcd), or a real reader's pcsc:NAME
+    chip: str = ""
+    chip_section: Mapping[str, Any] = field(default_factory=dict)  # a lane's [chip] section
 
 
 class SimLaneDevices:
@@ -70,6 +74,7 @@ class SimLaneDevices:
         self._closers: list[Callable[[], None]] = []
         self.camera_peer: Any = None
         self.reader_peer: Any = None
+        self.chip_peer: Any = None
         try:
             camera_url = options.camera
             if not camera_url:
@@ -81,7 +86,15 @@ class SimLaneDevices:
                 self.reader_peer = ReaderPeer()
                 self._closers.append(self.reader_peer.stop)
                 documents_url = self.reader_peer.url
-            self.devices = Devices(barrier="", camera=camera_url, documents=documents_url)
+            chip_url = options.chip
+            if chip_url == "sim":
+                from sim.chip_server import ChipPeer
+
+                self.chip_peer = ChipPeer()
+                self._closers.append(self.chip_peer.stop)
+                chip_url = self.chip_peer.reader
+            self.devices = Devices(barrier="", camera=camera_url, documents=documents_url,
+                                   chip=chip_url)
             try:
                 self.camera = open_camera(camera_url)
                 self.reader = open_document_reader(documents_url)
@@ -100,11 +113,31 @@ class SimLaneDevices:
                 self.stages: Stages = build_stages(config, self.camera)
             except Exception as exc:
                 raise StagesUnavailable(str(exc)) from exc
+            self.chip_health: Callable[[], Any] | None = None
+            if chip_url:
+                self._add_chip(chip_url, options)
             self.base_policy: Any = getattr(self.stages.document_check, "policy", None)
             self._listed: set[str] = set()
         except BaseException:
             self.close()
             raise
+
+    def _add_chip(self, url: str, options: PeerOptions) -> None:
+        from gate.chip import TrustSource, chip_health, open_chip_reader
+        from gate.service import chip_settings, trust_path, with_chip
+
+        section = dict(options.chip_section)
+        if self.chip_peer is not None:
+            section.setdefault("trust", self.chip_peer.trust)
+        settings = chip_settings(LaneConfig(sections={"chip": section}))
+        try:
+            reader = open_chip_reader(url)
+        except ValueError as exc:
+            raise StagesUnavailable(str(exc)) from exc
+        self._closers.append(reader.close)
+        trust = TrustSource(trust_path(LaneConfig(), settings))
+        self.stages = with_chip(self.stages, reader, trust, settings)
+        self.chip_health = lambda: chip_health(reader, trust)
 
     @property
     def provider(self) -> str:
@@ -125,9 +158,12 @@ class SimLaneDevices:
         """The traveller lays their document on the reader's glass."""
         if self.reader_peer is None:
             return
+        extra = {"issuing_state": "UTO"} if self.chip_peer is not None else {}
         answer = self.reader_peer.place(
             person=spec.document_person, document=spec.document, defect=spec.defect,
-            condition=spec.condition, seed=int(spec.seed) * 1_000_003 + seed)
+            condition=spec.condition, seed=int(spec.seed) * 1_000_003 + seed, **extra)
+        if self.chip_peer is not None:
+            self._insert_chip(spec, answer)
         if spec.defect == "stolen" and self.base_policy is not None:
             # the national list has it: the lane's copy of the list too
             self._listed.add(str(answer.get("document_number", "")).upper())
@@ -135,10 +171,22 @@ class SimLaneDevices:
                 self.base_policy,
                 listed_numbers=self.base_policy.listed_numbers | frozenset(self._listed))
 
+    def _insert_chip(self, spec: TravellerSpec, answer: Mapping[str, Any]) -> None:
+        """The document's chip in the reader's field with the page: the MRZ printed, the
+        holder's portrait (or another's), the scenario's faults."""
+        if spec.chip == "absent":
+            self.chip_peer.remove()
+            return
+        self.chip_peer.insert(mrz="\n".join(answer["mrz"]),
+                              person=spec.chip_holder or spec.document_person,
+                              faults=list(spec.chip_faults), access=spec.chip_access,
+                              portrait_format=spec.chip_portrait)
+
     def take_document(self) -> None:
-        if self.reader_peer is not None:
-            with contextlib.suppress(Exception):
-                self.reader_peer.remove()
+        for peer in (self.reader_peer, self.chip_peer):
+            if peer is not None:
+                with contextlib.suppress(Exception):
+                    peer.remove()
 
     def show(self, scene: str, person: str, seed: int) -> None:
         """What the lane camera sees from now on (the scene's clock starts now)."""

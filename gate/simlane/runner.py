@@ -24,7 +24,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gate.config import Devices, LaneConfig, Metrics, Timeouts
-from gate.lane import CLOSING_ENTRY, IDLE, READING_DOCUMENT, Outcome, PassageRecord, StateChange
+from gate.lane import (
+    ADMITTING,
+    CLOSING_ENTRY,
+    IDLE,
+    READING_DOCUMENT,
+    Outcome,
+    PassageRecord,
+    StateChange,
+)
 from gate.service import LaneParts, LaneService
 from gate.simlane.peers import SimLaneDevices
 from gate.simlane.scenario import Scenario
@@ -136,7 +144,9 @@ class SimLaneRig:
             metrics=Metrics(listen="")))
         self.service = LaneService(
             config, LaneParts(camera=devices.camera, reader=devices.reader,
-                              stages=devices.stages), cases=False, metrics=False)
+                              stages=devices.stages,
+                              health={"chip": devices.chip_health} if devices.chip_health
+                              else {}), cases=False, metrics=False)
         self.service.start()
         try:
             assert self.service.lane is not None and self.service.barrier is not None
@@ -289,6 +299,10 @@ def run_scenario(rig: SimLaneRig, scenario: Scenario, *, seed: int = 0,
         result.ok = True
         result.skipped = "its fault plan acts on the simulated board; not run on a real one"
         return result
+    if scenario.needs_chip() and rig.devices.chip_peer is None:
+        result.ok = True
+        result.skipped = "it is about the passport chip: run with a chip (gate sim --chip sim)"
+        return result
     if not rig.wait_idle(timeout=30.0):
         result.checks.append(Check("lane idle before the run", False,
                                    f"lane in {rig.lane.state}"))
@@ -308,8 +322,13 @@ def run_scenario(rig: SimLaneRig, scenario: Scenario, *, seed: int = 0,
     shown = threading.Event()
 
     def on_change(change: StateChange) -> None:
-        if change.source == READING_DOCUMENT:
+        if change.source == READING_DOCUMENT and (devices.chip_peer is None
+                                                  or change.dest != ADMITTING):
             devices.take_document()  # the traveller picks the document up again
+        elif change.source == ADMITTING:
+            # with a chip the passport stays on the reader while ENTRY opens (its portrait
+            # is read meanwhile) and is picked up as the traveller steps in
+            devices.take_document()
         if change.dest == CLOSING_ENTRY and not shown.is_set():
             shown.set()  # inside the zone now: what the lane camera sees of them
             devices.show(spec.camera, spec.person, seed)

@@ -84,6 +84,13 @@ class TravellerSpec:
     hesitate_s: float = 0.0
     seed: int = 0
     fixed: bool = False  # a stream plays this traveller as written, never a random other
+    # the passport chip (a lane with a chip reader: gate sim --chip sim): "" the scenario
+    # is not about it; "present" a chip in the document; "absent" a document without one
+    chip: str = ""
+    chip_holder: str = ""  # whose portrait DG2 holds; "" = the document's person
+    chip_faults: tuple[str, ...] = ()  # sim.chippki.FAULTS, or "mute"
+    chip_access: str = "both"  # both | pace | bac
+    chip_portrait: str = "jpeg"  # jpeg | jp2
 
     @property
     def document_person(self) -> str:
@@ -122,6 +129,10 @@ class Scenario:
     timeouts: Mapping[str, float] = field(default_factory=dict)  # lane timeout overrides
     limit_s: float = 60.0  # real seconds after which the run counts as stuck
     source: str = ""
+
+    def needs_chip(self) -> bool:
+        """The scenario is about the passport chip: it needs a lane with a chip reader."""
+        return bool(self.traveller.chip)
 
     def needs_own_board(self) -> bool:
         """Fault steps act on the simulated board; a real board cannot be made to fail."""
@@ -182,6 +193,15 @@ def _traveller(raw: Mapping[str, Any], where: str) -> TravellerSpec:
         raise ScenarioError(f"{where}: seed must be an integer")
     if not isinstance(spec.fixed, bool):
         raise ScenarioError(f"{where}: fixed must be true or false")
+    _one_of(spec.chip, ("", "present", "absent"), f"{where}.chip")
+    if spec.chip_holder:
+        _one_of(spec.chip_holder, people, f"{where}.chip_holder")
+    _one_of(spec.chip_access, ("both", "pace", "bac"), f"{where}.chip_access")
+    _one_of(spec.chip_portrait, ("jpeg", "jp2"), f"{where}.chip_portrait")
+    from sim.chippki import FAULTS
+
+    for fault in spec.chip_faults:
+        _one_of(fault, (*FAULTS, "mute"), f"{where}.chip_faults")
     return spec
 
 

@@ -212,6 +212,8 @@ def run_stream(devices: SimLaneDevices, passages: int, options: RigOptions,
             scenario = catalogue[rng.choices(names, [weights[n] for n in names])[0]]
             if scenario.needs_own_board() and rig.board is None:
                 continue
+            if scenario.needs_chip() and rig.devices.chip_peer is None:
+                continue
             scenario = randomised(scenario, rng)
             try:
                 result = run_scenario(rig, scenario, seed=i)

@@ -57,7 +57,10 @@ class PcscReader:
     def __init__(self, name: str = "") -> None:
         self.wanted = name
         self.name = name
-        self._context: Any = None
+        # one PC/SC context per thread: pcsc-lite does not take concurrent calls on one
+        # context (the lane's health probe beside a chip read in another thread)
+        self._local = threading.local()
+        self._contexts: list[Any] = []
         self._lock = threading.Lock()
 
     @classmethod
@@ -69,22 +72,27 @@ class PcscReader:
     # ------------------------------------------------------------ pcscd
 
     def _ctx(self) -> Any:
-        scard = _scard()
-        with self._lock:
-            if self._context is None:
-                hresult, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
-                if hresult != scard.SCARD_S_SUCCESS:
-                    raise ReaderUnavailable(
-                        f"pcscd is not reachable: {scard.SCardGetErrorMessage(hresult)}")
-                self._context = context
-            return self._context
+        context = getattr(self._local, "context", None)
+        if context is None:
+            scard = _scard()
+            hresult, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+            if hresult != scard.SCARD_S_SUCCESS:
+                raise ReaderUnavailable(
+                    f"pcscd is not reachable: {scard.SCardGetErrorMessage(hresult)}")
+            self._local.context = context
+            with self._lock:
+                self._contexts.append(context)
+        return context
 
     def _drop_context(self) -> None:
-        with self._lock:
-            if self._context is not None:
-                scard = _scard()
-                scard.SCardReleaseContext(self._context)
-                self._context = None
+        """This thread's context (stale after pcscd restarted)."""
+        context = getattr(self._local, "context", None)
+        if context is not None:
+            self._local.context = None
+            with self._lock:
+                if context in self._contexts:
+                    self._contexts.remove(context)
+            _scard().SCardReleaseContext(context)
 
     def readers(self) -> list[str]:
         scard = _scard()
@@ -172,7 +180,12 @@ class PcscReader:
         return DeviceHealth.good(name)
 
     def close(self) -> None:
-        self._drop_context()
+        with self._lock:
+            contexts, self._contexts = self._contexts, []
+        scard = _scard()
+        for context in contexts:
+            scard.SCardReleaseContext(context)
+        self._local = threading.local()
 
 
 __all__ = ["PcscCard", "PcscReader"]

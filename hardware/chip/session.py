@@ -30,6 +30,9 @@ from hardware.chip.verdict import ChipVerdict, authenticate
 EMRTD_AID = bytes.fromhex("A0000002471001")
 EF_CARD_ACCESS = 0x011C
 SHORT_READ = 0xDF  # the most plain bytes a short response holds under secure messaging
+#: bytes per READ BINARY by default: extended length (a lane's reader must do it; a chip
+#: that answers 6700 gets short reads from then on). A 16 kB DG2 in 16 APDUs, not 75.
+DEFAULT_READ = 1024
 SECURITY_FILES = (lds.EF_COM, lds.EF_SOD, lds.DG1, lds.DG14, lds.DG15)
 MAX_FILE = 1 << 20  # no LDS file is near a megabyte: a longer length is a broken chip
 
@@ -43,7 +46,7 @@ class ChipSession:
     can: str | None = None
     #: plain bytes asked for per READ BINARY: 0xDF fits a short APDU; more needs a reader
     #: and chip with extended length (a chip answering 6700 drops back to short reads)
-    max_read: int = SHORT_READ
+    max_read: int = DEFAULT_READ
     access: str | None = None  # "PACE" or "BAC"
     pace_result: pace.PaceResult | None = field(default=None, repr=False)
     sm: sm.SecureMessaging | None = field(default=None, repr=False)
@@ -319,7 +322,7 @@ class ChipReport:
 
 
 def read_chip(card: Card, mrz: str, trust: TrustStore, *, at: datetime,
-              can: str | None = None, max_read: int = SHORT_READ,
+              can: str | None = None, max_read: int = DEFAULT_READ,
               crl_required: bool = False) -> ChipReport:
     """Everything at once: open, read every file, authenticate."""
     t0 = time.perf_counter()
