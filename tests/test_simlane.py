@@ -9,6 +9,7 @@ travel and walking short; the stages run at their real speed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -265,3 +266,18 @@ def test_a_portrait_only_the_document_detector_finds_still_verifies(tmp_path: Pa
     args = _gate_sim(["--scenario", str(case), "--seed", "186", "--speed", "10",
                       "--gpu", "off", "--config", str(config)])
     assert sim_command.run_lane(args) == 0
+
+
+@pytest.mark.timeout(120)
+def test_the_swapped_photo_page_passes_a_lane_without_the_chip(stages: SimLaneDevices) -> None:
+    """What the chip is for: the forged page (the impostor's photo on another's passport)
+    that tests/test_lane_chip.py sees refused is admitted by the page alone."""
+    scenario = find_scenario("swapped_photo")
+    assert scenario.needs_chip()
+    unchipped = dataclasses.replace(
+        scenario, traveller=dataclasses.replace(scenario.traveller, chip=""))
+    suite = run_suite(stages, [unchipped], RigOptions(speed=10))
+    [result] = suite.results
+    assert result.outcome == "PASSED" and not result.ok  # against its file's expectation
+    skipped = run_suite(stages, [scenario], RigOptions(speed=10)).results[0]
+    assert skipped.skipped and "chip" in skipped.skipped
