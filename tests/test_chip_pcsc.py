@@ -153,3 +153,21 @@ def test_one_chip_after_another(peer: ChipPeer) -> None:
         rc, out, _ = gate_chip(peer)
         assert rc == 0 and out["access"] == "BAC"
     assert peer.state()["insertions"] >= 3
+
+
+def test_gate_run_check_reports_the_chip_and_its_trust_store(peer: ChipPeer,
+                                                             tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    from gate.config import parse_config
+    from gate.service import check_lane
+
+    monkeypatch.setenv("EGATE_STATE_DIR", str(tmp_path / "state"))
+    for trust, ok, detail in ((peer.trust, True, "Virtual PCD 00 00"),
+                              (str(tmp_path / "none"), False, "TRUST_STORE_MISSING"),
+                              (str(tmp_path), False, "TRUST_STORE_EMPTY")):
+        config = parse_config({"lane": {"id": "t"},
+                               "devices": {"barrier": "sim", "chip": peer.reader},
+                               "chip": {"trust": trust}})
+        [chip] = [r for r in check_lane(config, timeout_s=3).results if r.name == "chip"]
+        assert chip.ok is ok and detail in chip.detail
