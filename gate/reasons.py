@@ -157,6 +157,8 @@ def _chip() -> list[Reason]:
         # the chip in the lane (gate.chip)
         r("CHIP_NOT_AUTHENTIC", "the chip is not authentic: the reasons after it say why"),
         r("CHIP_MISSING", "the page's MRZ gave no keys for the chip"),
+        r("CHIP_TRUST_MISSING", "gate document --chip: no --trust PATH (a CSCA folder or "
+          "master list) to authenticate the chip with"),
         r("CHIP_PORTRAIT_TIMEOUT", "the chip's portrait and chip authentication did not "
           "come in time"),
         r("CHIP_PORTRAIT_UNREADABLE", "the chip's portrait (DG2) cannot be decoded"),

@@ -171,3 +171,35 @@ def test_gate_run_check_reports_the_chip_and_its_trust_store(peer: ChipPeer,
                                "chip": {"trust": trust}})
         [chip] = [r for r in check_lane(config, timeout_s=3).results if r.name == "chip"]
         assert chip.ok is ok and detail in chip.detail
+
+
+def test_gate_document_adds_the_chip(peer: ChipPeer, tmp_path: Path) -> None:
+    import dataclasses
+
+    import cv2
+    import numpy as np
+
+    from sim import documents
+
+    rng = np.random.default_rng(4)
+    identity = dataclasses.replace(documents.random_identity(rng, "TD3"), issuing_state="UTO")
+    page = documents.render_page(identity, rng)
+    image = tmp_path / "page.png"
+    cv2.imwrite(str(image), page.image)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    base = [sys.executable, "-m", "gate.cli", "document", str(image), "--json",
+            "--config", str(tmp_path / "lane.toml"), "--chip", peer.reader,
+            "--trust", peer.trust]
+    (tmp_path / "lane.toml").write_text("[document]\nallow_specimen = true\n")
+    for faults, rc, authentic in (([], 0, True), (["revoked_ds"], 1, False)):
+        peer.insert(mrz="\n".join(page.mrz), faults=faults)
+        done = subprocess.run(base, capture_output=True, text=True, timeout=180, cwd=ROOT,
+                              env=env)
+        out = json.loads(done.stdout)
+        assert done.returncode == rc, (out.get("reasons"), done.stderr)
+        assert out["chip"]["authentic"] is authentic and out["chip"]["access"] == "PACE"
+        if not authentic:
+            assert {"CHIP_NOT_AUTHENTIC", "DS_REVOKED"} <= set(out["reasons"])
+    done = subprocess.run(base[:-2], capture_output=True, text=True, timeout=180, cwd=ROOT,
+                          env=env)
+    assert done.returncode == 2 and "CHIP_TRUST_MISSING" in json.loads(done.stdout)["reasons"][0]

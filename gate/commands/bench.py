@@ -12,7 +12,7 @@ BENCHES = {
     "face": "models.bench",
     "lane": "gate.bench_lane",
     "link": "hardware.barrier.bench_link",
-    "chip": "hardware.chip.bench",
+    "chip": "gate.bench_chip",
 }
 
 

@@ -6,6 +6,11 @@ bytes, sizes checked before decoding). Exit codes: 0 accepted (valid and
 eligible, portrait found), 1 read but not accepted (reasons say why), 2 unreadable input
 (one line on stderr saying why; with ``--json`` the object still prints, ``valid: false``).
 Never a traceback: any failure is a reason code.
+
+``--chip READER --trust PATH`` also reads the document's chip with the page's MRZ and adds
+``gate chip``'s object under ``chip``; a chip that is not authentic (or cannot be read:
+``reasons`` then holds its code, e.g. ``CHIP_ABSENT``) makes the document not accepted
+(``CHIP_NOT_AUTHENTIC`` and the chip's reasons), as a lane that requires the chip decides.
 """
 
 from __future__ import annotations
@@ -36,6 +41,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--config", metavar="TOML", help="lane configuration with a [document] section")
     p.add_argument("--today", metavar="YYYY-MM-DD", help="judge expiry and age on this date")
+    p.add_argument("--chip", metavar="READER",
+                   help="also read the document's chip with the page's MRZ (PC/SC reader "
+                        "name, pcsc:NAME or pcsc:); its report goes under 'chip'")
+    p.add_argument("--trust", metavar="PATH",
+                   help="CSCA trust store for --chip: a folder or a .ml master list")
     p.set_defaults(func=run)
 
 
@@ -70,6 +80,9 @@ def _run(args: argparse.Namespace) -> int:
                 policy_data = dict(tomllib.load(fh).get("document", {}))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             return _failure(f"CONFIG_UNREADABLE ({type(exc).__name__})", args.json)
+    if args.chip and not args.trust:
+        reason = "CHIP_TRUST_MISSING"
+        return _failure(f"{reason} (--chip needs --trust PATH)", args.json)
     try:
         policy = DocumentPolicy.from_dict(policy_data)
         today = date.fromisoformat(args.today) if args.today else None
@@ -110,6 +123,19 @@ def _run(args: argparse.Namespace) -> int:
             "timings_ms": timings,
         }
     )
+    accepted = outcome.accepted
+    if args.chip and reading.result is not None:
+        from gate.commands.chip import read as read_chip
+
+        lines = mrz.get("lines") or []
+        report, failure = read_chip(args.chip, "\n".join(lines), args.trust)
+        out["chip"] = report if report is not None else {
+            "authentic": False, "reasons": [str(failure).split(":")[0]], "detail": failure}
+        if not out["chip"]["authentic"]:  # a lane that requires the chip refuses it
+            accepted = False
+            out["accepted"] = False
+            out["reasons"] = [*out["reasons"], "CHIP_NOT_AUTHENTIC",
+                              *out["chip"]["reasons"]]
     if reading.result is None:
         reason = outcome.reasons[0] if outcome.reasons else "MRZ_NOT_FOUND"
         print(f"gate document: unreadable input: {reason}", file=sys.stderr)
@@ -121,4 +147,4 @@ def _run(args: argparse.Namespace) -> int:
     else:
         for k in (*KEYS, "valid", "eligible", "accepted", "reasons"):
             print(f"{k:16} {out[k]}")
-    return 0 if outcome.accepted else 1
+    return 0 if accepted else 1
