@@ -52,7 +52,7 @@ MODES = ("in_process_thread", "link_process")
 
 
 def gil_load(seconds: float, kind: str = "sort", *, size: int = 1_000_000,
-             onnx_path: str = DEFAULT_ONNX) -> dict[str, float]:
+             onnx_path: str = DEFAULT_ONNX, min_call_s: float = 0.0) -> dict[str, float]:
     """Hold the GIL in long C calls for ``seconds``, in the calling thread.
 
     ``sort``: ``sorted`` of ``size`` floats (list.sort compares floats in C and never lets
@@ -60,11 +60,20 @@ def gil_load(seconds: float, kind: str = "sort", *, size: int = 1_000_000,
     backtracking match of ``(a+)+$`` (sre holds the GIL throughout). ``onnx``: creating an
     ``onnxruntime.InferenceSession`` on ``onnx_path`` again and again, the lane's own
     model load (short with the small OCR-B model, so a gentler load).
+    ``min_call_s`` (``sort`` only): grow the list until one call takes at least that long
+    on this machine (at most 6 million floats), so a fast CPU still holds the GIL long.
     Returns how many calls ran and the longest one.
     """
     work: Callable[[], object]
     if kind == "sort":
         data = [random.random() for _ in range(size)]
+        if min_call_s > 0:
+            t = time.monotonic()
+            sorted(data)
+            took = max(time.monotonic() - t, 1e-3)
+            if took < min_call_s:
+                grown = min(6_000_000, int(size * 1.3 * min_call_s / took))
+                data = [random.random() for _ in range(grown)]
 
         def work() -> object:
             return sorted(data)
