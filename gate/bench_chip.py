@@ -44,6 +44,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "PACE-GM bp256 AES-128, CA": {"access": "pace"},
     "PACE-GM bp256 AES-128, AA (ECDSA)": {"access": "pace", "ca": False},
     "PACE-CAM P-256 AES-128": {"access": "pace", "pace": "cam"},
+    "PACE-IM bp256 AES-128, CA": {"access": "pace", "pace": "im"},
     "BAC 3DES, CA": {"access": "bac"},
     "PACE-GM bp256 AES-128, CA, short reads only": {"access": "pace", "extended": False},
 }

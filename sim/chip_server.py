@@ -8,7 +8,7 @@ lane's device URL (``pcsc:Virtual PCD 00 00``), the second the control API's URL
 127.0.0.1:
 
 - ``POST /insert`` ``{"mrz": "...\\n...", "person": "astronaut", "portrait_format":
-  "jpeg"|"jp2", "access": "both"|"pace"|"bac", "pace": "gm"|"cam", "parameter_id": 13,
+  "jpeg"|"jp2", "access": "both"|"pace"|"bac", "pace": "gm"|"im"|"cam", "parameter_id": 13,
   "cipher": "aes128"|"aes192"|"aes256"|"3des", "faults": [...], "aa": "ec"|"rsa"|null,
   "ca": true, "extended": true}`` personalises a chip and lays it in the field (the one
   there is taken away first, and its removal awaited: vpcd hangs a second connection);
@@ -101,9 +101,9 @@ class ChipServer:
             raise InsertError("access is both, pace or bac")
         cipher = spec.get("cipher", "aes128")
         mapping = spec.get("pace", "gm")
-        if cipher not in CIPHERS or mapping not in ("gm", "cam"):
-            raise InsertError("cipher is 3des/aes128/aes192/aes256, pace is gm or cam")
-        arc = 6 if mapping == "cam" else 2
+        if cipher not in CIPHERS or mapping not in ("gm", "im", "cam"):
+            raise InsertError("cipher is 3des/aes128/aes192/aes256, pace is gm, im or cam")
+        arc = {"gm": 2, "im": 4, "cam": 6}[mapping]
         if arc == 6 and cipher == "3des":
             raise InsertError("PACE-CAM runs with AES only")
         parameter_id = int(spec.get("parameter_id", 12 if mapping == "cam" else 13))
@@ -232,7 +232,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--person", default="astronaut", help="whose portrait is in DG2")
     parser.add_argument("--portrait-format", choices=("jpeg", "jp2"), default="jpeg")
     parser.add_argument("--access", choices=("both", "pace", "bac"), default="both")
-    parser.add_argument("--pace", choices=("gm", "cam"), default="gm")
+    parser.add_argument("--pace", choices=("gm", "im", "cam"), default="gm")
     parser.add_argument("--parameter-id", type=int, default=None,
                         help="PACE domain parameters (12 P-256, 13 brainpoolP256r1, ...)")
     parser.add_argument("--cipher", choices=tuple(CIPHERS), default="aes128")

@@ -94,6 +94,31 @@ def test_pace_with_every_cipher(pki: chippki.Pki, trust: TrustStore, cipher: int
     assert session.read_file(lds.DG1) == wire.card.chip.files[lds.DG1]
 
 
+#: every cipher on P-256 and brainpoolP256r1, AES-128 on every other curve the integrated
+#: mapping is defined on (all but P-224)
+IM_CASES = [(c, i) for i, curve in sorted(pace.CURVES.items()) if curve.curve.p() % 4 == 3
+            for c in ((1, 2, 3, 4) if i in (12, 13) else (2,))]
+
+
+@pytest.mark.parametrize(("cipher", "parameter_id"), IM_CASES)
+def test_pace_integrated_mapping_on_every_curve_and_cipher(pki: chippki.Pki, cipher: int,
+                                                           parameter_id: int) -> None:
+    protocol = f"{pace.ID_PACE}.4.{cipher}"
+    wire = Wire(_card(pki, access="pace", pace_protocol=protocol, parameter_id=parameter_id))
+    session = ChipSession(wire, MRZ)
+    assert session.open() == "PACE"
+    assert session.pace_result is not None
+    assert session.pace_result.protocol.mapping == "IM"
+    assert session.read_file(lds.DG1) == wire.card.chip.files[lds.DG1]
+
+
+def test_pace_integrated_mapping_with_a_wrong_mrz_is_denied(pki: chippki.Pki) -> None:
+    wire = Wire(_card(pki, access="pace", pace_protocol=f"{pace.ID_PACE}.4.2",
+                      parameter_id=13))
+    with pytest.raises(AccessDenied):
+        ChipSession(wire, MRZ.replace("L898902C36", "L898902D<8")).open()
+
+
 def test_pace_cam_proves_the_chip_without_a_separate_ca(pki: chippki.Pki,
                                                         trust: TrustStore) -> None:
     wire = Wire(_card(pki, access="pace", pace_protocol=chipcard.PACE_CAM_AES128,

@@ -1,9 +1,10 @@
 """Known answers from ICAO 9303-11 (Appendix D: BAC and 3DES secure messaging; Appendix G.1:
-PACE ECDH generic mapping on brainpoolP256r1 with AES-128), checked against the reader's
+PACE ECDH generic mapping, Appendix H.1: PACE ECDH integrated mapping, both on
+brainpoolP256r1 with AES-128), checked against the reader's
 own code with a scripted chip that replays ICAO's responses: they test the reader
 independently of our emulator. The vectors are those of ../shared/docs/epassport.md
 (D.2, D.4's SELECT, G.1), plus the rest of the same worked examples (D.3's mutual
-authentication, D.4's READ BINARY)."""
+authentication, D.4's READ BINARY); H.1's from the same Appendix of Doc 9303-11 (8th ed.)."""
 
 from __future__ import annotations
 
@@ -170,14 +171,84 @@ def test_pace_refuses_a_mapping_point_off_the_curve() -> None:
                           pace.mrz_password(_g1_mrz_info()), private_key=lambda n: keys.pop(0))
 
 
+# ------------------------------------------------------------------ PACE (Appendix H.1)
+
+H1_S, H1_T = "2923BE84E16CD6AE529049F1F1BBE9EB", "5DD4CBFC96F5453B130D890A1CDBAE32"
+H1_SK_IFD = 0xA73FB703AC1436A18E0CFA5ABB3F7BEC7A070E7A6788486BEE230C4A22762595
+H1_PK_IFD = ("89CBA23FFE96AA18D824627C3E934E54A9FD0B87A95D1471DC1C0ABFDCD640D4"
+             "6755DE9B7B778280B6BEBD57439ADFEB0E21FD4ED6DF42578C13418A59B34C37")
+H1_PK_IC = ("67F78E5F7F7686082B293E8D087E056916D0F74BC01A5F8957D0DE45691E51E8"
+            "932B69A962B52A0985AD2C0A271EE6A13A8ADDDCD1A3A994B9DED257F4D22753")
+H1_SCRIPT = [
+    ("0022C1A412800A04007F0007020204040283010184010D", "", 0x9000),
+    ("10860000027C0000", "7C128010143DC40C08C8E891FBED7DEDB92B64AD", 0x9000),
+    (f"10860000147C128110{H1_T}00", "7C028200", 0x9000),
+    (f"10860000457C43834104{H1_PK_IFD}00", f"7C43844104{H1_PK_IC}", 0x9000),
+    ("008600000C7C0A8508450F02B86F6A090900", "7C0A860875D4D96E8D5B0308", 0x9000),
+]
+
+
+def test_pace_integrated_mapping_pseudo_random_and_point_h1() -> None:
+    protocol = pace.PROTOCOLS[f"{pace.ID_PACE}.4.2"]
+    assert protocol.name == "id-PACE-ECDH-IM-AES-CBC-CMAC-128"
+    curve = pace.CURVES[13]
+    r = pace.pseudo_random(protocol, H(H1_S), H(H1_T), curve.curve.p())
+    assert r.hex().upper() == ("E4447E2DFB3586BAC05DDB00156B57FBB2179A3949294C97254189800C517BAA"
+                               "8DA0FF397ED8C445D3E421E4FEB57322")
+    g = pace.integrated_generator(protocol, curve, H(H1_S), H(H1_T))
+    assert (int(g.x()), int(g.y())) == (
+        0x8E82D31559ED0FDE92A4D0498ADD3C23BABA94FB77691E31E90AEA77FB17D427,
+        0x4C1AE14BD0C3DBAC0C871B7F3608169364437CA30AC243A089D3F266C1E60FAD)
+
+
+#: H.1 gives K_pi itself ("the MRZ-derived key of the previous example", whose MRZ it does
+#: not print); K_pi's derivation from an MRZ is G.1's known answer
+H1_K_PI = H("591468CDA83D65219CCCB8560233600F")
+
+
+def test_pace_integrated_mapping_h1(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pace, "password_key", lambda password, protocol: H1_K_PI)
+    chip = ScriptedChip(H1_SCRIPT)
+    info = pace.PaceInfo(f"{pace.ID_PACE}.4.2", 2, 13)
+    result = pace.perform_pace(chip, info, b"unused: K_pi is given",
+                               private_key=lambda n: H1_SK_IFD, terminal_nonce=H(H1_T))
+    assert result.session.k_enc.hex().upper() == "0D3FEB33251A6370893D62AE8DAAF51B"
+    assert result.session.k_mac.hex().upper() == "B01E89E3D9E8719E586B50B4A7506E0B"
+    assert not chip.script
+
+
+def test_pace_integrated_mapping_refuses_a_mapping_answer_with_data(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pace, "password_key", lambda password, protocol: H1_K_PI)
+    script = [*H1_SCRIPT[:2], (H1_SCRIPT[2][0], "7C03820101", 0x9000)]
+    with pytest.raises(AccessDenied, match="not empty"):
+        pace.perform_pace(ScriptedChip(script), pace.PaceInfo(f"{pace.ID_PACE}.4.2", 2, 13),
+                          pace.mrz_password(_g1_mrz_info()), private_key=lambda n: H1_SK_IFD,
+                          terminal_nonce=H(H1_T))
+
+
+def test_point_encoding_needs_p_3_mod_4() -> None:
+    assert not pace.PaceInfo(f"{pace.ID_PACE}.4.2", 2, 10).supported  # P-224: p = 1 mod 4
+    assert pace.PaceInfo(f"{pace.ID_PACE}.4.2", 2, 12).supported
+    with pytest.raises(ValueError, match="3 mod 4"):
+        pace.point_encoding(pace.CURVES[10], 5)
+    curve = pace.CURVES[12]
+    for t in (2, 3, 2**200 + 7, curve.curve.p() - 2):  # each lands on the curve
+        point = pace.point_encoding(curve, t)
+        assert curve.curve.contains_point(int(point.x()), int(point.y()))
+    for t in (1, curve.curve.p() - 1):  # alpha = -1: alpha + alpha^2 = 0, no inverse
+        with pytest.raises(ValueError, match="undefined"):
+            pace.point_encoding(curve, t)
+
+
 def test_card_access_round_trip_and_choice() -> None:
     infos = [pace.PaceInfo(f"{pace.ID_PACE}.2.2", 2, 13),
-             pace.PaceInfo(f"{pace.ID_PACE}.4.2", 2, 13),  # integrated mapping: not run
+             pace.PaceInfo(f"{pace.ID_PACE}.4.2", 2, 10),  # integrated mapping on P-224
              pace.PaceInfo(f"{pace.ID_PACE}.6.2", 2, 12)]
     parsed = pace.parse_card_access(pace.encode_card_access(infos))
     assert sorted(parsed, key=lambda i: i.protocol) == sorted(infos, key=lambda i: i.protocol)
     assert pace.choose(parsed) == infos[2]  # CAM first: it also authenticates the chip
-    assert pace.choose([infos[1]]) is None
+    assert pace.choose([infos[1]]) is None  # not defined there
     with pytest.raises(ValueError, match="CardAccess"):
         pace.parse_card_access(b"\x31\x05\x30\x03\x06\x01")
 

@@ -50,6 +50,8 @@ def test_the_peer_serves_on_the_virtual_reader(peer: ChipPeer) -> None:
     ({"access": "bac"}, "BAC"),
     ({"access": "pace", "parameter_id": 16, "cipher": "aes256"}, "PACE"),
     ({"access": "pace", "pace": "cam"}, "PACE"),
+    ({"access": "pace", "pace": "im"}, "PACE"),
+    ({"access": "pace", "pace": "im", "cipher": "aes192", "parameter_id": 15}, "PACE"),
     ({"access": "pace", "cipher": "3des", "parameter_id": 12}, "PACE"),
     ({"portrait_format": "jp2"}, "PACE"),
 ])

@@ -1,6 +1,8 @@
 """PACE (ICAO 9303-11 §4.4): password authenticated connection establishment, ECDH with the
-generic mapping and the chip authentication mapping (PACE-CAM), AES-128/192/256 or 3DES,
-on the standardised domain parameters (NIST P-192 .. P-521, brainpool 192 .. 512 r1).
+generic mapping, the integrated mapping and the chip authentication mapping (PACE-CAM),
+AES-128/192/256 or 3DES, on the standardised domain parameters (NIST P-192 .. P-521,
+brainpool 192 .. 512 r1; the integrated mapping on every one of them but P-224, whose
+p is not 3 mod 4 as its point encoding needs).
 
 The point arithmetic is ``ecdsa``'s (the generic mapping needs a generator of its own,
 which ``cryptography`` cannot take). Both ends are here: :func:`perform_pace` for the
@@ -9,7 +11,10 @@ inspection system and :class:`PaceChip` for the emulator.
 Steps (GENERAL AUTHENTICATE, chained with CLA 10 until the last):
 1. MSE:Set AT names the protocol, the password (MRZ or CAN) and the parameters;
 2. the chip sends a nonce encrypted with K_pi = KDF(password, 3);
-3. mapping: both exchange mapping keys, G' = s·G + H with H the ECDH point;
+3. mapping: generic (GM, CAM): both exchange mapping keys, G' = s·G + H with H the ECDH
+   point; integrated (IM): the terminal sends a nonce t in clear and both compute
+   G' = f_G(R_p(s, t)), a pseudo-random field element (§4.4.3.3.2) encoded as a point
+   (Appendix B, the affine variant);
 4. both exchange ephemeral keys on G'; K = x(SK·PK) gives KS_Enc, KS_MAC;
 5. both exchange authentication tokens (MACs over the other's ephemeral key); with CAM
    the chip adds CA_IC = SK_IC^-1 · SK_Map,IC, encrypted, which proves after passive
@@ -76,7 +81,7 @@ CURVES: dict[int, Any] = {
     17: curves.BRAINPOOLP512r1, 18: curves.NIST521p}
 
 #: what this implementation can run
-SUPPORTED_MAPPINGS: frozenset[str] = frozenset({"GM", "CAM"})
+SUPPORTED_MAPPINGS: frozenset[str] = frozenset({"GM", "IM", "CAM"})
 
 
 @dataclass(frozen=True)
@@ -90,7 +95,8 @@ class PaceInfo:
         proto = PROTOCOLS.get(self.protocol)
         return (proto is not None and proto.agreement == "ECDH"
                 and proto.mapping in SUPPORTED_MAPPINGS and self.version == 2
-                and self.parameter_id in CURVES)
+                and self.parameter_id in CURVES
+                and (proto.mapping != "IM" or CURVES[self.parameter_id].curve.p() % 4 == 3))
 
 
 class _Info(core.Sequence):
@@ -149,6 +155,68 @@ def password_key(password: bytes, protocol: Protocol) -> bytes:
 def mrz_password(mrz_info: str) -> bytes:
     """f(pi) for the MRZ: SHA-1 of the MRZ information (all 20 bytes)."""
     return hashlib.sha1(mrz_info.encode("ascii")).digest()
+
+
+#: the constants of R_p (ICAO 9303-11 §4.4.3.3.2) by the length l of s in bytes
+_IM_C0 = {16: bytes.fromhex("a668892a7c41e3ca739f40b057d85904"),
+          32: bytes.fromhex("d463d65234124ef7897054986dca0a174e28df758cbaa03f240616414d5a1676")}
+_IM_C1 = {16: bytes.fromhex("a4e136ac725f738b01c1f60217c188ad"),
+          32: bytes.fromhex("54bd7255f0aaf831bec3423fcf39d69b6cbf066677d0faae5aadd99df8e53517")}
+
+
+def im_nonce_bytes(protocol: Protocol) -> int:
+    """l: the chip's nonce for the integrated mapping, the smallest multiple of the block
+    size not shorter than the key (3DES counts as 128 bits): 16 or 32 bytes."""
+    return 16 if protocol.key_bytes == 16 else 32
+
+
+def pseudo_random(protocol: Protocol, s: bytes, t: bytes, p: int) -> bytes:
+    """R(s, t) of the integrated mapping: the block cipher in CBC mode (IV 0) keyed first
+    with t over s, then chained: each round's key encrypts c1 (output) and c0 (the next
+    key, cut to the key size), n rounds with n·l >= log2(p) + 64."""
+    length = len(s)
+    if length not in _IM_C0 or len(t) != protocol.key_bytes:
+        raise ValueError(f"integrated mapping nonces of {len(s)} and {len(t)} bytes")
+    rounds = -(-(p.bit_length() + 64) // (8 * length))
+    key = sm.encrypt_cbc(protocol.cipher, t, s)[:protocol.key_bytes]
+    out = b""
+    for _ in range(rounds):
+        out += sm.encrypt_cbc(protocol.cipher, key, _IM_C1[length])
+        key = sm.encrypt_cbc(protocol.cipher, key, _IM_C0[length])[:protocol.key_bytes]
+    return out
+
+
+def point_encoding(curve: Any, t: int) -> Any:
+    """f_G(t): the point of ``curve`` that the field element t encodes (ICAO 9303-11
+    Appendix B.2, Brier et al. 2010; p must be 3 mod 4). ValueError where it is undefined."""
+    ec = curve.curve
+    p, a, b = ec.p(), ec.a(), ec.b()
+    if p % 4 != 3 or not 0 < t < p:
+        raise ValueError("the integrated mapping needs p = 3 mod 4 and 0 < t < p")
+    alpha = (-t * t) % p
+    denominator = (a * (alpha + alpha * alpha)) % p
+    if denominator == 0:
+        raise ValueError("the point encoding is undefined for this t")
+    x2 = (-b * (1 + alpha + alpha * alpha) * pow(denominator, p - 2, p)) % p
+    x3 = (alpha * x2) % p
+    h2 = (pow(x2, 3, p) + a * x2 + b) % p
+    u = (pow(t, 3, p) * h2) % p
+    root = pow(h2, p - 1 - (p + 1) // 4, p)
+    if (root * root * h2) % p == 1:
+        x, y = x2, (root * h2) % p
+    else:
+        x, y = x3, (root * u) % p
+    if not ec.contains_point(x, y):
+        raise ValueError("the point encoding left the curve")
+    point = ellipticcurve.PointJacobi(ec, x, y, 1, curve.order)
+    cofactor = int(ec.cofactor())
+    return point * cofactor if cofactor != 1 else point
+
+
+def integrated_generator(protocol: Protocol, curve: Any, s: bytes, t: bytes) -> Any:
+    """G' = f_G(R_p(s, t))."""
+    p = curve.curve.p()
+    return point_encoding(curve, int.from_bytes(pseudo_random(protocol, s, t, p), "big") % p)
 
 
 def _field_bytes(curve: Any) -> int:
@@ -228,10 +296,12 @@ class PaceResult:
 
 def perform_pace(card: Card, info: PaceInfo, password: bytes, *,
                  password_ref: int = PASSWORD_MRZ,
-                 private_key: Callable[[int], int] | None = None) -> PaceResult:
+                 private_key: Callable[[int], int] | None = None,
+                 terminal_nonce: bytes | None = None) -> PaceResult:
     """PACE with ``info``; ``password`` is f(pi) (:func:`mrz_password`, or the CAN's
-    bytes). ``private_key(order)`` draws the terminal's two private keys (random by
-    default; the known-answer test gives ICAO's)."""
+    bytes). ``private_key(order)`` draws the terminal's private keys and
+    ``terminal_nonce`` is the integrated mapping's t (random by default; the known-answer
+    tests give ICAO's)."""
     protocol = PROTOCOLS[info.protocol]
     if not info.supported or info.parameter_id is None:
         raise AccessDenied(f"PACE {protocol.name} with parameters {info.parameter_id} "
@@ -253,17 +323,30 @@ def perform_pace(card: Card, info: PaceInfo, password: bytes, *,
 
     encrypted = _dynamic(step(b""), 0x80)
     k_pi = password_key(password, protocol)
-    nonce = int.from_bytes(sm.decrypt_cbc(protocol.cipher, k_pi, encrypted), "big")
+    try:
+        nonce_bytes = sm.decrypt_cbc(protocol.cipher, k_pi, encrypted)
+    except sm.SmError as err:
+        raise AccessDenied(f"PACE nonce: {err}") from None
+    nonce = int.from_bytes(nonce_bytes, "big")
 
     g = curve.generator
-    sk_map = draw(curve.order)
-    pk_map = encode_point(curve, sk_map * g)
+    chip_map_bytes = b""
     try:
-        chip_map_bytes = _dynamic(step(tlv.encode(0x81, pk_map)), 0x82)
-        chip_map = decode_point(curve, chip_map_bytes)
-        h = sk_map * chip_map
-        g_mapped = nonce * g + h
-        if _is_infinity(h) or _is_infinity(g_mapped):
+        if protocol.mapping == "IM":
+            t = terminal_nonce or secrets.token_bytes(protocol.key_bytes)
+            if _dynamic(step(tlv.encode(0x81, t)), 0x82) != b"":
+                raise ValueError("the chip's integrated-mapping answer is not empty")
+            g_mapped = integrated_generator(protocol, curve, nonce_bytes, t)
+        else:
+            sk_map = draw(curve.order)
+            pk_map = encode_point(curve, sk_map * g)
+            chip_map_bytes = _dynamic(step(tlv.encode(0x81, pk_map)), 0x82)
+            chip_map = decode_point(curve, chip_map_bytes)
+            h = sk_map * chip_map
+            if _is_infinity(h):
+                raise ValueError("the mapping gave the point at infinity")
+            g_mapped = nonce * g + h
+        if _is_infinity(g_mapped):
             raise ValueError("the mapping gave the point at infinity")
         sk_eph = draw(curve.order)
         pk_eph = encode_point(curve, sk_eph * g_mapped)
@@ -369,11 +452,18 @@ class PaceChip:
         n = state["step"]
         try:
             if n == 1:
-                size = sm.block_size(protocol.cipher)
+                size = im_nonce_bytes(protocol) if protocol.mapping == "IM" \
+                    else sm.block_size(protocol.cipher)
                 nonce = secrets.token_bytes(size)
-                state["nonce"] = int.from_bytes(nonce, "big")
+                state["nonce"], state["nonce_bytes"] = int.from_bytes(nonce, "big"), nonce
                 k_pi = password_key(self.passwords[state["ref"]], protocol)
                 out = tlv.encode(0x80, sm.encrypt_cbc(protocol.cipher, k_pi, nonce))
+            elif n == 2 and protocol.mapping == "IM":
+                state["g"] = integrated_generator(protocol, curve, state["nonce_bytes"],
+                                                  objects[0x81])
+                if _is_infinity(state["g"]):
+                    raise ValueError("infinity")
+                out = tlv.encode(0x82, b"")
             elif n == 2:
                 sk_map = self.draw(curve.order)
                 h = sk_map * decode_point(curve, objects[0x81])
@@ -423,5 +513,6 @@ class PaceChip:
 
 __all__ = ["CURVES", "ID_PACE", "PASSWORD_CAN", "PASSWORD_MRZ", "PROTOCOLS", "PaceChip",
            "PaceInfo", "PaceResult", "Protocol", "choose", "decode_point", "encode_card_access",
-           "encode_point", "mrz_password", "parse_card_access", "password_key",
-           "perform_pace", "public_key_object", "token", "verify_cam"]
+           "encode_point", "im_nonce_bytes", "integrated_generator", "mrz_password",
+           "parse_card_access", "password_key", "perform_pace", "point_encoding",
+           "pseudo_random", "public_key_object", "token", "verify_cam"]
