@@ -261,13 +261,16 @@ class ChipPortraitVerifier:
         timings = {**pending.session.timings_ms, "waited_for_chip_ms": waited_ms}
         access = pending.session.access
         reasons: tuple[str, ...] = ()
+        # the chip's portrait, decoded whenever it was read: the officer compares it with
+        # the page's even when the chip is not authentic (a swapped photo shows there)
+        shown = _decode(verdict.portrait.image) if verdict and verdict.portrait else None
         chip_image = None
         if verdict is None:
             reasons = (pending.error or CHIP_PORTRAIT_TIMEOUT,)
         elif not verdict.authentic:
             reasons = (CHIP_NOT_AUTHENTIC, *verdict.reasons)
         else:
-            chip_image = _decode(verdict.portrait.image) if verdict.portrait else None
+            chip_image = shown
             if chip_image is None:
                 reasons = (CHIP_PORTRAIT_UNREADABLE,)
         if chip_image is None:
@@ -275,11 +278,13 @@ class ChipPortraitVerifier:
                 summary = _summary(access, verdict, reference="none", reasons=reasons,
                                    timings=timings)
                 return MatchDecision(False, float("nan"), float(self.inner_threshold()),
-                                     reasons=reasons, record={"chip": summary})
+                                     reasons=reasons, record={"chip": summary},
+                                     chip_portrait=shown)
             decision = self.inner.verify(document, capture)
             summary = _summary(access, verdict, reference="page", reasons=reasons,
                                timings=timings)
-            return replace(decision, record={**decision.record, "chip": summary})
+            return replace(decision, record={**decision.record, "chip": summary},
+                           chip_portrait=shown)
         chip_doc = replace(document, portrait=chip_image,
                            mrz={k: v for k, v in document.mrz.items() if k != "photo"})
         # the page's portrait as the cross-check, beside the decision (not after it: the
@@ -301,7 +306,8 @@ class ChipPortraitVerifier:
                               else round(page.score, 4), "page_match": page.match})
         summary = _summary(access, verdict, reference="chip", timings=timings)
         summary["cross_check"] = cross
-        return replace(decision, record={**decision.record, "chip": summary})
+        return replace(decision, record={**decision.record, "chip": summary},
+                       chip_portrait=chip_image)
 
     def inner_threshold(self) -> float:
         return float(getattr(self.inner, "threshold", float("nan")))

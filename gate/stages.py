@@ -72,6 +72,9 @@ class MatchDecision:
     threshold: float
     reasons: tuple[str, ...] = ()  # e.g. ("SCORE_BELOW_THRESHOLD",), ("NO_FACE_IN_DOCUMENT",)
     record: Mapping[str, Any] = field(default_factory=dict)  # pack, provider, fmr, timings
+    #: personal: the chip's portrait (BGR) where the chip gave a decodable one, authentic
+    #: or not: the officer's case shows it beside the page's (never in a log or record)
+    chip_portrait: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def log_summary(self) -> dict[str, Any]:
         return {

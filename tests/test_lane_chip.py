@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from gate.cases import case_input, case_kind
 from gate.chip import (
     CHIP_NOT_AUTHENTIC,
     ChipDocumentCheck,
@@ -51,8 +52,24 @@ def test_every_chip_scenario_ends_as_its_file_expects(chip_lane: SimLaneDevices)
         assert result.ok and not result.skipped, (result.scenario, result.outcome, failed)
     by_name = {r.scenario: r for r in suite.results}
     # the swapped photo: the page's portrait is the traveller's, the chip's is not
-    chip = by_name["swapped_photo"].records[0].stages["verify"]
+    swapped = by_name["swapped_photo"].records[0]
+    chip = swapped.stages["verify"]
     assert chip["match"] is False and "SCORE_BELOW_THRESHOLD" in chip["reasons"]
+    # the officer's case holds both portraits (the page's, the chip's) and the verdict
+    kind = case_kind(swapped)
+    assert kind is not None
+    case = case_input(swapped, kind, "c1", [])
+    assert case.portrait is not None and case.chip_portrait is not None
+    assert case.chip_portrait.shape != case.portrait.shape or \
+        not np.array_equal(case.chip_portrait, case.portrait)
+    assert case.mrz["chip"]["authentic"] is True and case.mrz["chip"]["reference"] == "chip"
+    assert case.mrz["chip"]["cross_check"]["page_match"] is True  # the photo is the wearer's
+    assert "chip_portrait" not in str(swapped.stages)  # no image in the record
+    # a cloned chip: its portrait still shown, marked not authentic
+    cloned = by_name["chip_cloned"].records[0]
+    cloned_case = case_input(cloned, case_kind(cloned) or "REJECTION", "c2", [])
+    assert cloned_case.chip_portrait is not None
+    assert cloned_case.mrz["chip"]["authentic"] is False
     # a genuine traveller on the chip lane: admitted on passive authentication, matched
     # against the chip's portrait
     genuine = by_name["genuine"].records[0]

@@ -357,3 +357,36 @@ def test_scheduled_purge_runs_in_the_server(tmp_path: Path) -> None:
     rec = store.case(case_id)
     assert rec is not None and rec.images_purged_at is not None
     assert store.image_slots(case_id) == []
+
+
+def test_a_chip_case_shows_both_portraits_and_the_chip_verdict(world: dict[str, Any]) -> None:
+    import dataclasses
+
+    from test_review_support import sample_case
+
+    from gate.review.store import seal_case
+    from sim.people import person
+
+    client, store, seal = world["client"], world["store"], world["seal"]
+    base = sample_case(holder="tom", live="t1-b")
+    chip = {"access": "PACE", "reference": "chip", "authentic": True, "reasons": [],
+            "dg1_matches_mrz": True, "passive_authentication": {"valid": True},
+            "chip_authentication": {"method": "CA", "valid": True},
+            "cross_check": {"page_portrait": True, "page_score": 0.71, "page_match": True}}
+    case = dataclasses.replace(base, mrz={**base.mrz, "chip": chip},
+                               chip_portrait=person("astronaut").portrait())
+    sealed = seal_case(case, seal)
+    assert store.add_case(sealed)
+    assert store.image_slots(sealed.case_id)[:2] == ["portrait", "chip-portrait"]
+    assert sign_in(client, "anna").status_code == 303
+    page = client.get(f"/cases/{sealed.case_id}").text
+    assert 'id="chip-portrait"' in page and 'id="portrait"' in page
+    assert page.count('class="live-frame"') == 2  # the chip portrait is no live frame
+    assert re.search(r'id="chip-authentic">yes<', page)
+    assert re.search(r'id="chip-reference">chip portrait<', page)
+    assert "0.71" in page and "{&#39;access" not in page  # a table, not the raw dict
+    img = client.get(f"/cases/{sealed.case_id}/images/chip-portrait")
+    assert img.status_code == 200 and img.content.startswith(b"\xff\xd8")
+    # a case without a chip says nothing of one
+    plain = client.get(f"/cases/{world['case']}").text
+    assert 'id="chip"' not in plain and "chip-portrait" not in plain

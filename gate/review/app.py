@@ -492,11 +492,15 @@ def create_app(
         case: CaseRecord, officer: Officer, status: int = 200, notice: str | None = None
     ) -> HTMLResponse:
         mrz, problem = open_mrz(case)
+        chip = mrz.get("chip") if isinstance(mrz, dict) else None
+        if chip is not None:
+            mrz = {k: v for k, v in mrz.items() if k != "chip"}
         quality_keys = sorted({k for q in case.quality for k in q})
         can_decide = "decide" in officer.perms and case.status in visible_statuses(officer)
         return render(
             "case.html", officer, status, case=case, slots=store.image_slots(case.case_id),
-            mrz=mrz, seal_problem=problem, quality_keys=quality_keys,
+            mrz=mrz, chip=chip if isinstance(chip, dict) else None, seal_problem=problem,
+            quality_keys=quality_keys,
             timeline=timeline_rows(case), decisions=store.decisions(case.case_id),
             can_decide=can_decide, notice=notice, notice_kind="error" if notice else None,
         )

@@ -47,6 +47,8 @@ class CaseInput:
     quality: Sequence[Mapping[str, Any]] = ()  # per live frame: sharpness, pose, ...
     timeline: Sequence[Mapping[str, Any]] = ()  # {"t": epoch s, "event"/"state": ...}
     case_id: str | None = None  # the lane may choose it; otherwise the spool assigns one
+    #: personal: the chip's portrait (DG2, BGR) beside the page's, when the chip was read
+    chip_portrait: np.ndarray | None = field(default=None, repr=False)
 
     def log_summary(self) -> dict[str, Any]:
         """What may go to a log: no names, no numbers, no images."""
@@ -55,6 +57,7 @@ class CaseInput:
             "kind": self.kind,
             "reasons": list(self.reasons),
             "has_portrait": self.portrait is not None,
+            "has_chip_portrait": self.chip_portrait is not None,
             "live_frames": len(self.live_frames),
         }
 

@@ -87,13 +87,19 @@ TEMPLATES["case.html"] = """{% extends "base.html" %}
 {% if case.images_purged_at %}<p class="notice">Images and MRZ data were purged
  {{ case.images_purged_at|utc }} under the retention policy.</p>{% endif %}
 <section class="faces">
-  <figure class="portrait"><figcaption>Document portrait</figcaption>
+  <figure class="portrait"><figcaption>Document portrait (page)</figcaption>
   {% if "portrait" in slots %}<img id="portrait" alt="document portrait"
     src="/cases/{{ case.case_id }}/images/portrait">{% else %}<p class="empty">none</p>{% endif %}
   </figure>
+  {% if chip %}<figure class="portrait chip"><figcaption>Chip portrait (DG2){% if
+   chip.authentic is sameas true %}, chip authentic{% else %}, chip NOT authentic{% endif %}{%
+   if chip.reference %} · compared with: {{ chip.reference }}{% endif %}</figcaption>
+  {% if "chip-portrait" in slots %}<img id="chip-portrait" alt="chip portrait"
+    src="/cases/{{ case.case_id }}/images/chip-portrait">{% else %}<p class="empty">not read</p>
+  {% endif %}</figure>{% endif %}
   <figure class="live"><figcaption>Live frames</figcaption>
   <div class="frames">
-  {% for slot in slots if slot != "portrait" %}<img class="live-frame" alt="live frame"
+  {% for slot in slots if slot.startswith("live-") %}<img class="live-frame" alt="live frame"
     src="/cases/{{ case.case_id }}/images/{{ slot }}">{% else %}<p class="empty">none</p>
   {% endfor %}</div></figure>
 </section>
@@ -112,7 +118,25 @@ TEMPLATES["case.html"] = """{% extends "base.html" %}
 </div>
 <div><h2>Document (MRZ)</h2>
 <table id="mrz">{% for k, v in mrz.items() %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>
-{% else %}<tr><td>none</td></tr>{% endfor %}</table></div>
+{% else %}<tr><td>none</td></tr>{% endfor %}</table>
+{% if chip %}<h2>Chip</h2>
+<table id="chip">
+<tr><th>authentic</th><td id="chip-authentic">{{ 'yes' if chip.authentic is sameas true
+ else 'NO' }}</td></tr>
+<tr><th>access</th><td>{{ chip.access or 'none' }}</td></tr>
+{% if chip.passive_authentication %}<tr><th>passive authentication</th><td>{{ 'valid' if
+ chip.passive_authentication.valid else 'INVALID' }}</td></tr>{% endif %}
+{% if chip.chip_authentication %}<tr><th>chip authentication</th><td>{{
+ chip.chip_authentication.method or 'none' }} {{ 'valid' if chip.chip_authentication.valid
+ else 'NOT valid' }}</td></tr>{% endif %}
+{% if chip.dg1_matches_mrz is not none %}<tr><th>DG1 = page MRZ</th><td>{{ 'yes' if
+ chip.dg1_matches_mrz else 'NO' }}</td></tr>{% endif %}
+<tr><th>face compared with</th><td id="chip-reference">{{ chip.reference }} portrait</td></tr>
+{% if chip.cross_check and chip.cross_check.page_score is not none %}<tr><th>page portrait
+ cross-check</th><td>{{ chip.cross_check.page_score|num }} ({{ 'match' if
+ chip.cross_check.page_match else 'no match' }})</td></tr>{% endif %}
+<tr><th>reasons</th><td id="chip-reasons">{{ chip.reasons|join(", ") or 'none' }}</td></tr>
+</table>{% endif %}</div>
 </section>
 {% if case.quality %}<h2>Live frame quality</h2>
 <table id="quality"><tr><th>#</th>{% for k in quality_keys %}<th>{{ k }}</th>{% endfor %}</tr>

@@ -132,7 +132,9 @@ def seal_case(case: CaseInput, seal: ImageSeal) -> SealedCase:
     check_case_input(case)
     case_id = case.case_id or uuid.uuid4().hex
     mrz = _plain(dict(case.mrz))
-    shots = [("portrait", case.portrait)] if case.portrait is not None else []
+    shots = [(slot, image) for slot, image in (("portrait", case.portrait),
+                                               ("chip-portrait", case.chip_portrait))
+             if image is not None]
     shots += [(f"live-{i}", f) for i, f in enumerate(list(case.live_frames)[:MAX_LIVE_FRAMES])]
     images: list[tuple[str, bytes]] = []
     for slot, image in shots:
@@ -540,7 +542,7 @@ class CaseStore:
         with self._read() as tx:
             rows = tx.rows("SELECT slot FROM case_images WHERE case_id = ?", (case_id,))
         slots = [str(r["slot"]) for r in rows]
-        return sorted(slots, key=lambda s: (s != "portrait", len(s), s))
+        return sorted(slots, key=lambda s: (s != "portrait", s != "chip-portrait", len(s), s))
 
     def image(self, case_id: str, slot: str) -> bytes | None:
         with self._read() as tx:
