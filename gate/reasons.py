@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
 
-Stage = Literal["document", "face", "chip", "lane", "device", "outcome"]
-STAGES: tuple[Stage, ...] = ("document", "face", "chip", "lane", "device", "outcome")
+Stage = Literal["document", "face", "chip", "lane", "device", "row", "outcome"]
+STAGES: tuple[Stage, ...] = ("document", "face", "chip", "lane", "device", "row", "outcome")
 
 
 @dataclass(frozen=True)
@@ -271,6 +271,25 @@ def _device() -> list[Reason]:
     ]
 
 
+def _row() -> list[Reason]:
+    def r(code: str, meaning: str, family: bool = False) -> Reason:
+        return Reason(code, "row", meaning, family)
+
+    return [
+        # station -> lane commands, refused by the lane (gate.row.commands)
+        r("COMMAND_MALFORMED", "the lane got something that is not a station command"),
+        r("COMMAND_SIGNATURE_INVALID", "the command is not signed by the lane's pinned "
+          "station key"),
+        r("COMMAND_WRONG_LANE", "the command is addressed to another lane"),
+        r("COMMAND_EXPIRED", "the command arrived too late (or dated ahead): it must not act"),
+        r("COMMAND_NONCE_UNKNOWN", "the nonce is not this lane's for that case, or was used"),
+        r("COMMAND_NOT_CURRENT", "the case is not the traveller in the lane now"),
+        # the bus (gate.row.link)
+        r("LANE_UNREACHABLE", "the lane's heartbeat stopped or it did not answer: the "
+          "command was not sent"),
+    ]
+
+
 def _outcome() -> list[Reason]:
     def r(code: str, meaning: str) -> Reason:
         return Reason(code, "outcome", meaning)
@@ -302,7 +321,7 @@ def _index(reasons: list[Reason]) -> Mapping[str, Reason]:
 
 #: Every reason code, by code; families by their prefix.
 REASONS: Mapping[str, Reason] = _index(
-    [*_document(), *_face(), *_chip(), *_lane(), *_device(), *_outcome()])
+    [*_document(), *_face(), *_chip(), *_lane(), *_device(), *_row(), *_outcome()])
 
 #: The prefixes of the families, longest first (the most specific one matches).
 FAMILIES: tuple[str, ...] = tuple(sorted(

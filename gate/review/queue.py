@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 
@@ -30,6 +31,16 @@ from gate.review.store import CaseStore, SealedCase, StoreUnavailable, seal_case
 log = structlog.get_logger(__name__)
 
 SUFFIX = ".case"
+
+
+class CaseSink(Protocol):
+    """Where the flusher moves spooled cases: the case store itself (one lane), or the
+    row's case stream (``gate.row.link.JetStreamCaseSink``). ``add_case`` returns once the
+    case is durably there (idempotent by case id) and raises StoreUnavailable otherwise."""
+
+    def add_case(self, case: SealedCase) -> bool: ...
+
+    def close(self) -> None: ...
 
 
 def _fsync_dir(path: Path) -> None:
@@ -45,7 +56,7 @@ class CaseSpool:
         self,
         directory: str | os.PathLike[str],
         seal: ImageSeal,
-        store: str | Callable[[], CaseStore],
+        store: str | Callable[[], CaseSink],
         *,
         start: bool = True,
         retry_min_s: float = 0.2,
@@ -57,10 +68,10 @@ class CaseSpool:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         (self.directory / "damaged").mkdir(mode=0o700, exist_ok=True)
         self._seal = seal
-        self._store_factory: Callable[[], CaseStore] = (
+        self._store_factory: Callable[[], CaseSink] = (
             (lambda: CaseStore(store)) if isinstance(store, str) else store
         )
-        self._store: CaseStore | None = None
+        self._store: CaseSink | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._flush_lock = threading.Lock()
@@ -155,7 +166,7 @@ class CaseSpool:
             log.info("cases_flushed", count=moved)
         return moved
 
-    def _open_store(self) -> CaseStore:
+    def _open_store(self) -> CaseSink:
         if self._store is None:
             self._store = self._store_factory()
         return self._store
