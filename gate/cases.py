@@ -18,7 +18,7 @@ import queue
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
@@ -143,6 +143,7 @@ class CaseRecorder:
         self._thread = threading.Thread(target=self._write, name="cases-writer", daemon=True)
         self._thread.start()
         self._log = structlog.get_logger("gate.cases")
+        self._opened_handlers: list[Callable[[str, str, PassageRecord], None]] = []
         self.submitted: list[str] = []  # case ids handed to the spool, newest last
 
     def attach(self, lane: Lane) -> None:
@@ -151,6 +152,11 @@ class CaseRecorder:
         lane.subscribe(self._on_record)
         if self._control is not None:
             self._control.add_lane(lane)
+
+    def subscribe_opened(self, handler: Callable[[str, str, PassageRecord], None]) -> None:
+        """``handler(case_id, kind, record)`` for each case opened, on the lane's thread
+        (the row member issues a referral's nonce there): keep it quick."""
+        self._opened_handlers.append(handler)
 
     # The three handlers run on the lane's owner thread: they only copy and enqueue.
 
@@ -187,6 +193,11 @@ class CaseRecorder:
             timeline = list(self._timelines.get(key, ()))
         if self._control is not None:
             self._control.remember(case_id, record.lane_id, record.passage_id)
+        for handler in self._opened_handlers:
+            try:
+                handler(case_id, kind, record)
+            except Exception as exc:  # one listener must not lose the case
+                self._log.error("cases.listener_failed", error=type(exc).__name__)
         self._inbox.put(case_input(record, kind, case_id, timeline))
 
     def _write(self) -> None:

@@ -32,6 +32,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("diagram", "gate.diagram", "print the lane's state diagram (Mermaid)"),
     ("console", "gate.commands.console", "maintenance console: live view and actions on a lane"),
     ("review", "gate.commands.review", "officers' review server and its administration"),
+    ("station", "gate.commands.station", "the officers' station of a row of lanes (NATS)"),
 ]
 
 

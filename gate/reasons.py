@@ -287,6 +287,11 @@ def _row() -> list[Reason]:
         # the bus (gate.row.link)
         r("LANE_UNREACHABLE", "the lane's heartbeat stopped or it did not answer: the "
           "command was not sent"),
+        r("NO_REFERRAL", "no referral waits at the lane for that case (the traveller "
+          "left): not sent"),
+        # the lane's supervision (gate.row.member)
+        r("UNSUPERVISED", "out of service: no station heartbeat for the configured time "
+          "(comes back with it)"),
     ]
 
 

@@ -87,6 +87,13 @@ def chip_settings(config: LaneConfig) -> Any:
         raise ConfigError(f"{config.source}: {exc}") from exc
 
 
+def row_settings(config: LaneConfig) -> Any:
+    """``[row]`` checked (gate.row.member.RowSettings)."""
+    from gate.row.member import row_settings as load
+
+    return load(config.sections, config.source)
+
+
 def trust_path(config: LaneConfig, settings: Any) -> str:
     """Where the lane's CSCA trust store is: ``[chip] trust``, else STATE/trust."""
     return str(settings.trust) if settings.trust else str(default_state_dir() / "trust")
@@ -123,6 +130,7 @@ def stage_settings(config: LaneConfig, *, production: bool = False) -> StageSett
             f"{config.source}: [document] today = {policy.today.isoformat()} fixes the "
             "lane's date, for tests and the simulator only: gate run judges expiry and age "
             "on the lane PC's clock (remove it; gate sim --config accepts it)")
+    row_settings(config)  # [row] too: a bad one is refused before any device opens
     return StageSettings(policy, face, chip_settings(config))
 
 
@@ -253,6 +261,7 @@ class LaneService:
         self.metrics: Any = None
         self.metrics_server: Any = None
         self.case_paths: CasePaths | None = None
+        self.row: Any = None  # gate.row.member.RowMember when [row] broker is set
         #: settings allowed but weakening a check (a threshold below the calibrated one)
         self.config_warnings: tuple[ConfigWarning, ...] = ()
         self.started = threading.Event()
@@ -313,6 +322,14 @@ class LaneService:
             chip = (chip_reader, trust, settings)
             self._log.info("service.chip", reader=config.devices.chip, trust=str(trust.path),
                            required=settings.required)
+        # the row: joined before the stages load, so the station sees the lane come up
+        row = row_settings(config)
+        if row.broker:
+            from gate.row.member import RowMember
+
+            self.row = RowMember(config.lane_id, row)
+            self._owned.append(self.row.close)
+            self.row.start()
         # 3. the stages (seconds of model loading and warm-up)
         t0 = time.monotonic()
         self.stages = self._given.stages or build_stages(config, self.camera)
@@ -330,12 +347,16 @@ class LaneService:
         if chip is not None:
             chip_reader, trust, _ = chip
             devices["chip"] = lambda: chip_health(chip_reader, trust)
+        if self.row is not None:
+            devices["station"] = self.row.health
         devices.update(self._given.health)
         lane = Lane(self.barrier, self.stages.document_check, self.stages.face_capture,
                     self.stages.face_verifier, config, devices=devices)
         self.lane = lane
         if self.recorder is not None:
             self.recorder.attach(lane)
+        if self.row is not None:
+            self.row.attach(lane, self.recorder)
         lane.subscribe_states(self._on_state)
         if self._want_metrics and config.metrics.listen:
             self._start_metrics(devices)
@@ -395,8 +416,9 @@ class LaneService:
         if paths.store.startswith("sqlite:///"):
             Path(paths.store[len("sqlite:///"):]).parent.mkdir(mode=0o700, parents=True,
                                                              exist_ok=True)
+        store: Any = self.row.case_sink if self.row is not None else paths.store
         try:
-            self.spool = CaseSpool(paths.spool, seal, paths.store)
+            self.spool = CaseSpool(paths.spool, seal, store)
         except OSError as exc:
             raise ServiceError(f"[cases] spool {paths.spool}: {exc.strerror or exc}") from exc
         self._owned.append(self.spool.close)

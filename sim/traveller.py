@@ -22,6 +22,8 @@ Kinds (``TravellerBehaviour.kind``):
   (open, opening, blocked or even closing — a close then gets BLOCKED); otherwise it waits
   in the zone and leaves as soon as ENTRY is no longer CLOSED. It never leaves through
   EXIT, even when EXIT opens.
+- ``wait``: refused, stays in the zone for an officer however long ENTRY stands open, and
+  leaves only through EXIT when an officer's release opens it.
 
 Walking and hesitating durations are simulated seconds (the board divides real time by
 its ``speed``). Only one person (plus a tailgater) is in the lane at a time: the next in
@@ -36,7 +38,7 @@ from dataclasses import dataclass
 
 from hardware.barrier.protocol import Beam, DoorState, Signal
 
-KINDS = ("normal", "tailgate", "hesitate", "turn_back")
+KINDS = ("normal", "tailgate", "hesitate", "turn_back", "wait")
 
 
 @dataclass
@@ -83,6 +85,11 @@ class Traveller:
     @property
     def turns_back(self) -> bool:
         return self.behaviour.kind == "turn_back"
+
+    @property
+    def waits(self) -> bool:
+        """Refused, they stay in the zone for an officer (leave only through EXIT)."""
+        return self.behaviour.kind == "wait"
 
 
 class Crowd:
@@ -195,7 +202,7 @@ class Crowd:
                 continue
             if exit_ is DoorState.OPEN and not exit_busy:
                 self._leave(p, Where.LEAVING_EXIT)
-            elif (entry is DoorState.OPEN and p.entry_closed_behind
+            elif (entry is DoorState.OPEN and p.entry_closed_behind and not p.waits
                   and not self._entry_doorway_busy()):
                 self._leave(p, Where.LEAVING_ENTRY)
 

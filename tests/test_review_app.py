@@ -195,7 +195,10 @@ def test_roles(world: dict[str, Any]) -> None:
     lanes = maint.get("/api/lanes").json()["lanes"]
     assert {(row["lane_id"], row["state"], row["open_cases"]) for row in lanes} == {
         ("lane-1", "IDLE", 1), ("lane-2", "OUT_OF_SERVICE", 0)}
-    assert "zone_count=1" in maint.get("/lanes").text
+    by_lane = {row["lane"]: row for row in lanes}
+    assert by_lane["lane-2"]["zone_count"] == 1 and by_lane["lane-1"]["reachable"] is True
+    page = maint.get("/lanes").text
+    assert "<tr data-lane=\"lane-1\" class=\"\">" in page and "<td>1</td>" in page
 
     officer = TestClient(app)
     sign_in(officer, "anna")

@@ -262,4 +262,5 @@ def test_officer_signs_in_reviews_and_decides(served: dict[str, Any], browser: A
     lanes.states["lane-2"]["state"] = "IDLE"  # the lane comes back into service
     assert _wait(lambda: lane_rows().get("lane-2") == "IDLE", 5)
     _screenshot(driver, tmp / "lanes.png")
-    assert "zone_count=1" in driver.find_element(By.ID, "lanes").text
+    lane2 = driver.find_element(By.CSS_SELECTOR, 'tr[data-lane="lane-2"]')
+    assert [c.text for c in lane2.find_elements(By.TAG_NAME, "td")][3] == "1"  # Zone

@@ -71,17 +71,10 @@ def _common(p: argparse.ArgumentParser, top: bool) -> None:
                    "(default audit.anchor beside the audit key file)")
 
 
-def add_parser(sub: Any) -> None:
-    p: argparse.ArgumentParser = sub.add_parser(
-        "review", help="officers' review server and its housekeeping",
-        description="Serve the officers' review web app (default), or manage it.",
-    )
-    _common(p, top=True)
+def serve_options(p: argparse.ArgumentParser, port: int = DEFAULT_PORT) -> None:
+    """The web server's options (``gate review`` and ``gate station``)."""
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
-    p.add_argument("--lane-control", metavar="MODULE:NAME",
-                   help="a LaneControl, or a factory returning one, to release exit doors "
-                   "and show lane states")
+    p.add_argument("--port", type=int, default=port, help=f"default {port}")
     p.add_argument("--retention-hours", type=_retention_hours, default=24.0,
                    help="purge images this long after a case is closed (default 24, "
                    f"at most {MAX_RETENTION_HOURS})")
@@ -98,6 +91,18 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--max-sessions", type=int, default=3,
                    help="sessions per account at once; the oldest ends first (default 3, "
                    "0 no limit)")
+
+
+def add_parser(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "review", help="officers' review server and its housekeeping",
+        description="Serve the officers' review web app (default), or manage it.",
+    )
+    _common(p, top=True)
+    serve_options(p)
+    p.add_argument("--lane-control", metavar="MODULE:NAME",
+                   help="a LaneControl, or a factory returning one, to release exit doors "
+                   "and show lane states")
     p.set_defaults(func=run_serve)
     actions = p.add_subparsers(dest="review_action", metavar="ACTION")
 
@@ -390,6 +395,13 @@ def load_lane_control(spec: str) -> Any:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    lanes = load_lane_control(args.lane_control) if args.lane_control else None
+    return serve(args, lambda store: lanes)
+
+
+def serve(args: argparse.Namespace, lane_control: Any, name: str = "gate review",
+          banner: str = "review server") -> int:
+    """Serve the app; ``lane_control(store)`` gives its LaneControl (or None)."""
     import uvicorn
 
     from gate.review.app import ReviewSettings, create_app
@@ -397,20 +409,20 @@ def run_serve(args: argparse.Namespace) -> int:
     from gate.review.crypto import ImageSeal, KeyMissing
 
     if bool(args.tls_cert) != bool(args.tls_key):
-        print("gate review: --tls-cert and --tls-key go together (give both, or neither "
+        print(f"{name}: --tls-cert and --tls-key go together (give both, or neither "
               "with --behind-tls-proxy)", file=sys.stderr)
         return 2
     try:
         seal = ImageSeal.from_environment(args.key_file)
     except (KeyMissing, OSError) as exc:
-        print(f"gate review: {exc}", file=sys.stderr)
+        print(f"{name}: {exc}", file=sys.stderr)
         return 2
     store = _store(args)
     anchor = _anchor_path(args, store.audit_key)
     if not store.users():
         print("gate review: no officers yet; create one with "
               "`gate review adduser NAME --role supervisor`", file=sys.stderr)
-    lanes = load_lane_control(args.lane_control) if args.lane_control else None
+    lanes = lane_control(store)
     tls = bool(args.tls_cert and args.tls_key)
     if not tls and not args.behind_tls_proxy and args.host not in (
             "127.0.0.1", "localhost", "::1"):
@@ -427,7 +439,7 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     app = create_app(store, seal, lanes, settings)
     scheme = "https" if tls else "http"
-    print(f"review server on {scheme}://{args.host}:{args.port}/ (key {seal.key_id_hex}, "
+    print(f"{banner} on {scheme}://{args.host}:{args.port}/ (key {seal.key_id_hex}, "
           f"audit key {store.audit_key.key_id}, anchor {anchor or '-'})")
     extra: dict[str, Any] = {}
     if args.forwarded_allow_ips:
@@ -435,4 +447,7 @@ def run_serve(args: argparse.Namespace) -> int:
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
                 ssl_certfile=args.tls_cert if tls else None,
                 ssl_keyfile=args.tls_key if tls else None, **extra)
+    close = getattr(lanes, "close", None)
+    if callable(close):
+        close()
     return 0

@@ -95,6 +95,9 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--config", metavar="LANE.toml",
                         help="a lane's configuration: its [document] and [face] settings, and "
                              "its [devices] that are not \"sim\" or empty are used as real")
+    parser.add_argument("--row", metavar="LANE.toml",
+                        help="this simulated lane is one of a row: the file's [lane] id, [row] "
+                             "(broker, station key) and [cases]; its cases go to the station")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random travellers")
     parser.add_argument("--quiet", action="store_true", help="outcomes only, no timelines")
     parser.add_argument("--log-level", default="WARNING",
@@ -366,6 +369,17 @@ def _lane_file(args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
     return options, devices
 
 
+def _row_file(path: str) -> Any:
+    """``--row``: a lane file whose ``[row] broker`` is set."""
+    from gate.config import ConfigError, load_config
+    from gate.service import row_settings
+
+    config = load_config(path)
+    if not row_settings(config).broker:
+        raise ConfigError(f"{path}: --row needs [row] broker (and station_key)")
+    return config
+
+
 def run_lane(args: argparse.Namespace) -> int:
     """``gate sim``: scenarios (or a stream) on a complete simulated lane."""
     from gate.config import ConfigError
@@ -398,7 +412,14 @@ def run_lane(args: argparse.Namespace) -> int:
     except (StagesUnavailable, ConfigError, ValueError, OSError) as exc:
         print(f"gate sim: {exc}", file=sys.stderr)
         return 2
-    options = RigOptions(speed=args.speed, barrier=devices["barrier"] or None, seed=args.seed)
+    try:
+        row = _row_file(args.row) if args.row else None
+    except (ConfigError, ValueError) as exc:
+        sim_devices.close()
+        print(f"gate sim: {exc}", file=sys.stderr)
+        return 2
+    options = RigOptions(speed=args.speed, barrier=devices["barrier"] or None, seed=args.seed,
+                         row=row)
     with sim_devices:
         return _run_lane(args, sim_devices, scenarios, mix, options, out)
 

@@ -68,7 +68,7 @@ AUDIT_EVENTS = (
     "SESSION_ENDED", "VIEW_CASE", "VIEW_IMAGE", "VIEW_AUDIT", "DECIDE_CONFIRM", "DECIDE_CLEAR",
     "DECIDE_ESCALATE", "RELEASE_FAILED", "CSRF_REJECTED", "DENIED", "USER_ADDED",
     "USER_REMOVED", "USER_DISABLED", "USER_ENABLED", "ROLE_SET", "PASSWORD_SET", "PURGE",
-    "RELEASE_CLAIMED", "RELEASE_REVERTED", "CHAIN_EPOCH", "CHAIN_SNAPSHOT",
+    "RELEASE_CLAIMED", "RELEASE_REVERTED", "CHAIN_EPOCH", "CHAIN_SNAPSHOT", "LANE_COMMAND",
 )
 
 _NOTICES = {
@@ -497,12 +497,20 @@ def create_app(
             mrz = {k: v for k, v in mrz.items() if k != "chip"}
         quality_keys = sorted({k for q in case.quality for k in q})
         can_decide = "decide" in officer.perms and case.status in visible_statuses(officer)
+        lane_unreachable = False
+        if lanes is not None:
+            try:
+                lane_state = lanes.lane_states().get(case.lane_id)
+            except Exception:
+                lane_state = None
+            lane_unreachable = lane_state is None or not lane_state.get("reachable", True)
         return render(
             "case.html", officer, status, case=case, slots=store.image_slots(case.case_id),
             mrz=mrz, chip=chip if isinstance(chip, dict) else None, seal_problem=problem,
             quality_keys=quality_keys,
             timeline=timeline_rows(case), decisions=store.decisions(case.case_id),
-            can_decide=can_decide, notice=notice, notice_kind="error" if notice else None,
+            can_decide=can_decide, lane_unreachable=lane_unreachable, notice=notice,
+            notice_kind="error" if notice else None,
         )
 
     @app.get("/cases/{case_id}", response_class=HTMLResponse)
@@ -541,7 +549,12 @@ def create_app(
                     " s; check the lane before trying again.")
         except Exception as exc:
             return f"Lane {case.lane_id} failed to release: {type(exc).__name__}."
-        return None if ok else f"Lane {case.lane_id} refused to release the exit door."
+        if ok:
+            return None
+        refusal = getattr(lanes, "refusal", None)
+        why = refusal(case.case_id) if callable(refusal) else None
+        return f"Lane {case.lane_id} refused to release the exit door" + (
+            f": {why}." if why else ".")
 
     @app.post("/cases/{case_id}/decision")
     def decide(
@@ -594,14 +607,29 @@ def create_app(
                 error = type(exc).__name__
         open_counts = Counter(c.lane_id for c in store.cases((OPEN, ESCALATED)))
         rows = []
+        now = time.time()
         for lane_id in sorted(set(states) | set(open_counts)):
+            known = lane_id in states
             st = dict(states.get(lane_id, {}))
-            rows.append({
+            since = st.pop("since", None)
+            row = {
+                "lane": lane_id,
                 "lane_id": lane_id,
                 "state": str(st.pop("state", "unknown")),
+                # a lane in this process is always reachable; one known only by its cases not
+                "reachable": bool(st.pop("reachable", True)) if known else False,
+                "entry": st.pop("entry", None),
+                "exit": st.pop("exit", None),
+                "zone_count": st.pop("zone_count", None),
+                "alarms": list(st.pop("alarms", None) or []),
+                "in_state_s": round(now - float(since), 1) if isinstance(since, int | float)
+                else None,
+                "case_waiting": st.pop("case_waiting", None),
                 "open_cases": open_counts.get(lane_id, 0),
-                "details": ", ".join(f"{k}={v}" for k, v in sorted(st.items())),
-            })
+            }
+            row["details"] = ", ".join(f"{k}={v}" for k, v in sorted(st.items())
+                                       if not isinstance(v, dict | list))
+            rows.append(row)
         return {"lanes": rows, "connected": lanes is not None, "error": error}
 
     @app.get("/lanes", response_class=HTMLResponse)

@@ -160,7 +160,11 @@ TEMPLATES["case.html"] = """{% extends "base.html" %}
     "MANUAL_RELEASE": "Acknowledge release",
     "OUT_OF_SERVICE_WITH_TRAVELLER": "Confirm: traveller handled",
   }.get(case.kind, "Confirm") }}</button>
-  <button name="action" value="clear" id="act-clear">Clear the traveller (release exit)</button>
+  <button name="action" value="clear" id="act-clear"{% if lane_unreachable %} disabled
+   title="lane {{ case.lane_id }} is unreachable: its heartbeat stopped"{% endif %}>Clear the
+   traveller (release exit)</button>{% if lane_unreachable %}<span class="unreachable-note"
+   id="lane-unreachable">Lane {{ case.lane_id }} is unreachable: no release possible.</span>
+  {% endif %}
   {% if case.status == "OPEN" %}<button name="action" value="escalate" id="act-escalate">
    Escalate to supervisor</button>{% endif %}
   </div>
@@ -177,8 +181,16 @@ TEMPLATES["lanes.html"] = """{% extends "base.html" %}
  server was started without a lane control, so lane states are unknown and "clear the
  traveller" cannot release a door.</p>{% endif %}
 <table id="lanes" data-poll-ms="{{ poll_ms }}"><thead><tr><th>Lane</th><th>State</th>
+<th>Doors</th><th>Zone</th><th>Alarms</th><th>In state</th><th>Case waiting</th>
 <th>Open cases</th><th>Details</th></tr></thead><tbody id="lanes-body">
-{% for row in lanes %}<tr><td>{{ row.lane_id }}</td><td>{{ row.state }}</td>
+{% for row in lanes %}<tr data-lane="{{ row.lane }}" class="{{
+ 'unreachable' if not row.reachable else '' }}{{ ' alarm' if row.alarms else '' }}">
+<td>{{ row.lane }}{% if not row.reachable %} (unreachable){% endif %}</td>
+<td>{{ row.state }}</td><td>{{ row.entry or "-" }} / {{ row.exit or "-" }}</td>
+<td>{{ "-" if row.zone_count is none else row.zone_count }}</td>
+<td class="alarms">{{ row.alarms|join(", ") }}</td>
+<td>{{ "-" if row.in_state_s is none else row.in_state_s ~ " s" }}</td>
+<td>{% if row.case_waiting %}<a href="/cases/{{ row.case_waiting }}">open</a>{% endif %}</td>
 <td>{{ row.open_cases }}</td><td>{{ row.details }}</td></tr>{% endfor %}
 </tbody></table>
 {% endblock %}
@@ -264,6 +276,9 @@ button { padding: .4em .9em; font: inherit; cursor: pointer; }
 .filter label { display: grid; gap: .2em; }
 .pager { display: flex; gap: 1.2em; }
 tr.chain-unverified td { background: #fdecea; color: #b3261e; }
+tr.unreachable td { background: #e0e0e0; color: #777; }
+tr.alarm td { background: #fdecea; color: #b3261e; font-weight: 700; }
+.unreachable-note { color: #b3261e; margin-left: 1em; }
 tr.chain-unverified td.chain { font-weight: 700; }
 """
 
@@ -335,8 +350,21 @@ JS = r"""
         const body = document.getElementById("lanes-body");
         body.replaceChildren.apply(body, data.lanes.map(function (l) {
           const tr = document.createElement("tr");
-          [l.lane_id, l.state, String(l.open_cases), l.details]
+          tr.dataset.lane = l.lane;
+          if (!l.reachable) { tr.classList.add("unreachable"); }
+          if (l.alarms.length) { tr.classList.add("alarm"); }
+          [l.lane + (l.reachable ? "" : " (unreachable)"), l.state,
+           (l.entry || "-") + " / " + (l.exit || "-"),
+           l.zone_count === null ? "-" : String(l.zone_count), l.alarms.join(", "),
+           l.in_state_s === null ? "-" : l.in_state_s + " s"]
             .forEach(function (v) { tr.appendChild(cell(v)); });
+          const td = document.createElement("td");
+          if (l.case_waiting) {
+            const a = document.createElement("a");
+            a.href = "/cases/" + l.case_waiting; a.textContent = "open"; td.appendChild(a);
+          }
+          tr.appendChild(td);
+          [String(l.open_cases), l.details].forEach(function (v) { tr.appendChild(cell(v)); });
           return tr;
         }));
       })

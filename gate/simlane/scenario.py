@@ -117,6 +117,7 @@ class Expectation:
     exit_opened: bool | None = None  # did the EXIT door open during the scenario
     passed_exit: int | None = None  # people the board saw leave through EXIT
     turned_back: int | None = None  # people the board saw leave back through ENTRY
+    exit_openings: int | None = None  # times the board reported EXIT starting to open
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,11 @@ class Scenario:
     def needs_chip(self) -> bool:
         """The scenario is about the passport chip: it needs a lane with a chip reader."""
         return bool(self.traveller.chip)
+
+    def needs_officer(self) -> bool:
+        """The traveller waits inside for an officer's release: only a lane of a row
+        (``gate sim row``, ``gate sim --row``) has a station to send one."""
+        return self.traveller.board == "wait"
 
     def needs_own_board(self) -> bool:
         """Fault steps act on the simulated board; a real board cannot be made to fail."""

@@ -214,6 +214,8 @@ def run_stream(devices: SimLaneDevices, passages: int, options: RigOptions,
                 continue
             if scenario.needs_chip() and rig.devices.chip_peer is None:
                 continue
+            if scenario.needs_officer() and rig.service.row is None:
+                continue
             scenario = randomised(scenario, rng)
             try:
                 result = run_scenario(rig, scenario, seed=i)
