@@ -33,6 +33,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("console", "gate.commands.console", "maintenance console: live view and actions on a lane"),
     ("review", "gate.commands.review", "officers' review server and its administration"),
     ("station", "gate.commands.station", "the officers' station of a row of lanes (NATS)"),
+    ("pki", "gate.commands.pki", "keys and certificates of a row of lanes"),
 ]
 
 

@@ -91,7 +91,7 @@ def row_settings(config: LaneConfig) -> Any:
     """``[row]`` checked (gate.row.member.RowSettings)."""
     from gate.row.member import row_settings as load
 
-    return load(config.sections, config.source)
+    return load(config.sections, config.source, config.lane_id)
 
 
 def trust_path(config: LaneConfig, settings: Any) -> str:

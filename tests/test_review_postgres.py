@@ -8,7 +8,6 @@ The cluster runs on a Unix socket in a temporary directory (no TCP port), as the
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import shutil
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from pgcluster import _BIN, Cluster, _psycopg
 from test_review_support import add_officer, new_seal, sample_case, sign_in
 
 from gate.review import chain
@@ -28,45 +28,8 @@ from gate.review.store import CaseStore, StoreUnavailable, seal_case
 
 pytestmark = pytest.mark.timeout(90)
 
-_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
 #: One audit key for the module's cluster: its tests share one store, hence one chain.
 _AUDIT_KEY = AuditKey([parse_key(new_key_text())])
-
-
-def _psycopg() -> bool:
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-class Cluster:
-    def __init__(self, base: Path) -> None:
-        self.bin = Path(_BIN[-1]).parent
-        self.base = base
-        self.data = base / "data"
-        self.port = 50000 + os.getpid() % 10000
-        self.url = f"postgresql://postgres@/postgres?host={base}&port={self.port}"
-
-    def _run(self, *args: str) -> None:
-        cmd = [str(self.bin / args[0]), *args[1:]]
-        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-            cmd = ["su", "postgres", "-s", "/bin/sh", "-c", " ".join(f"'{c}'" for c in cmd)]
-        subprocess.run(cmd, check=True, capture_output=True, timeout=60)
-
-    def init(self) -> None:
-        if os.geteuid() == 0:
-            shutil.chown(self.base, "postgres")
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
-
-    def start(self) -> None:
-        opts = f"-k {self.base} -p {self.port} -c listen_addresses= -c fsync=off"
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.base / "log"), "-w",
-                  "-o", opts, "start")
-
-    def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
 
 
 @pytest.fixture(scope="module")

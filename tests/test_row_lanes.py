@@ -12,7 +12,9 @@ stale, replayed — are refused or answered with the first answer, and nothing m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +25,7 @@ import pytest
 from test_review_browser import CHROMEDRIVER, CHROMIUM, _click, _wait, browser  # noqa: F401
 
 from gate.review.crypto import AuditKey
-from gate.review.store import CaseStore
+from gate.review.store import CaseStore, StoreUnavailable
 from gate.row.commands import Answer, StationSigner
 from gate.row.simrow import LaneSpec, SimRow
 
@@ -40,7 +42,7 @@ class Spy:
     """A plain NATS client on the row's broker (no station, no lane): what the lanes
     publish, the station's commands as they pass, and raw requests of its own."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, tls: Any, inbox: str = "_INBOX") -> None:
         import nats
 
         self.loop = asyncio.new_event_loop()
@@ -49,9 +51,14 @@ class Spy:
         self.states: dict[str, tuple[float, dict[str, Any]]] = {}
         self.commands: list[bytes] = []
         self.first_referral: dict[str, float] = {}
+        self.errors: list[str] = []
+
+        async def on_error(exc: Exception) -> None:
+            self.errors.append(str(exc))
 
         async def setup() -> Any:
-            nc = await nats.connect(url, pending_size=0)
+            nc = await nats.connect(url, pending_size=0, tls=tls, inbox_prefix=inbox,
+                                    error_cb=on_error, max_reconnect_attempts=2)
 
             async def on_state(msg: Any) -> None:
                 state = json.loads(msg.data)
@@ -63,8 +70,9 @@ class Spy:
             async def on_command(msg: Any) -> None:
                 self.commands.append(bytes(msg.data))
 
-            await nc.subscribe("gate.lane.*.state", cb=on_state)
-            await nc.subscribe("gate.cmd.lane-2", cb=on_command)
+            if inbox == "_INBOX":  # the station's certificate: it may watch everything
+                await nc.subscribe("gate.lane.*.state", cb=on_state)
+                await nc.subscribe("gate.cmd.lane-2", cb=on_command)
             return nc
 
         self.nc = self._call(setup())
@@ -75,8 +83,8 @@ class Spy:
     def state(self, lane: str) -> dict[str, Any]:
         return self.states.get(lane, (0.0, {}))[1]
 
-    def request(self, lane: str, data: bytes) -> Answer:
-        reply = self._call(self.nc.request(f"gate.cmd.{lane}", data, timeout=3.0))
+    def request(self, lane: str, data: bytes, timeout: float = 3.0) -> Answer:
+        reply = self._call(self.nc.request(f"gate.cmd.{lane}", data, timeout=timeout))
         return Answer.from_bytes(reply.data)
 
     def close(self) -> None:
@@ -115,8 +123,11 @@ def test_an_impostor_at_lane_2_is_cleared_by_the_officer_in_the_browser(
         row: SimRow, browser: Any) -> None:  # noqa: F811 - the fixture
     from selenium.webdriver.common.by import By
 
+    from gate.row.member import tls_context
+    from gate.row.pki import STATION
+
     assert row.broker is not None
-    spy = Spy(row.broker.url)
+    spy = Spy(row.broker.url, tls_context(*row.pki.tls_of(STATION)))
     driver = browser
     try:
         driver.get(row.url + "/login")
@@ -139,7 +150,7 @@ def test_an_impostor_at_lane_2_is_cleared_by_the_officer_in_the_browser(
         assert spy.state("lane-2")["state"] == "rejected"
 
         # commands that must not act, straight onto the bus
-        station = StationSigner.from_pem((row.folder / "station.key").read_bytes())
+        station = StationSigner.from_pem(row.signing_key.read_bytes())
         forged = StationSigner.generate().command("lane-2", case_id, "mallory", "release",
                                                   nonce)
         assert spy.request("lane-2", forged).reason == "COMMAND_SIGNATURE_INVALID"
@@ -150,6 +161,22 @@ def test_an_impostor_at_lane_2_is_cleared_by_the_officer_in_the_browser(
         stale = station.command("lane-2", case_id, "sue", "release", nonce,
                                 now=time.time() - 30)
         assert spy.request("lane-2", stale).reason == "COMMAND_EXPIRED"
+        # a valid command sent with a lane's certificate: only the station may command
+        lane1 = Spy(row.broker.url, tls_context(*row.pki.tls_of("lane-1")),
+                    inbox="_INBOX.lane-lane-1")
+        try:
+            genuine = station.command("lane-2", case_id, "sue", "release", nonce)
+            with pytest.raises(Exception, match=r"[Tt]imeout|[Nn]o responders"):
+                lane1.request("lane-2", genuine, timeout=1.0)
+            assert _wait(lambda: any("permissions violation" in e for e in lane1.errors), 3)
+        finally:
+            lane1.close()
+        # no certificate of the row's CA: not even connected
+        import ssl
+
+        bare = ssl.create_default_context(cafile=row.pki.tls_of(STATION)[0])
+        with pytest.raises(Exception):  # noqa: B017 - the TLS alert, or the reset after it
+            Spy(row.broker.url, bare, inbox="_INBOX.x")
         time.sleep(0.5)
         assert spy.state("lane-2")["state"] == "rejected"  # nothing moved
         sent_before = len(spy.commands)
@@ -199,3 +226,95 @@ def test_an_impostor_at_lane_2_is_cleared_by_the_officer_in_the_browser(
         assert spy.state("lane-1").get("supervised") is True
     finally:
         spy.close()
+
+
+def _log_events(path: Path) -> list[dict[str, Any]]:
+    events = []
+    for line in path.read_text().splitlines():
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                events.append(json.loads(line))
+    return events
+
+
+def _cases_of(store: CaseStore) -> dict[str, int]:
+    """Cases per lane; {} while the store is down (the store reconnects on the next)."""
+    counts: dict[str, int] = {}
+    try:
+        cases = store.cases()
+    except StoreUnavailable:
+        return {}
+    for case in cases:
+        counts[case.lane_id] = counts.get(case.lane_id, 0) + 1
+    return counts
+
+
+def test_the_centre_fails_and_comes_back_and_nothing_is_lost(tmp_path: Path) -> None:
+    """Broker killed and restarted, the station killed and restarted, PostgreSQL down for
+    a while, under two lanes' streams: no unsafe door action, the lanes stop admitting
+    when unsupervised and resume, every case reaches the store exactly once."""
+    from pgcluster import _BIN, Cluster, _psycopg
+
+    if not _BIN or not _psycopg():
+        pytest.skip("PostgreSQL server binaries or psycopg absent")
+    base = Path(f"/tmp/egate-row-pg-{os.getpid()}")
+    base.mkdir()
+    cluster = Cluster(base)
+    cluster.init()
+    cluster.start()
+    passages = 10
+    lanes = [LaneSpec(f"lane-{i}", mix="impostor=1,genuine=1", passages=passages, speed=3.0,
+                      seed=10 + i) for i in (1, 2)]
+    row = SimRow(tmp_path / "row", lanes, officer=OFFICER, unsupervised_after_s=2.0,
+                 store=cluster.url)
+    audit_key = AuditKey.from_file
+    try:
+        row.start()
+        store = CaseStore(cluster.url, audit_key=audit_key(row.folder / "audit.key"))
+        assert row.broker is not None
+
+        def stored() -> int:
+            return sum(_cases_of(store).values())
+
+        assert _wait(lambda: stored() >= 1, 240), "no case reached the store"
+        # 1. the broker dies mid-stream, and comes back 4 s later on its store
+        row.broker.kill()
+        time.sleep(4.0)
+        row.broker.start()
+        assert _wait(lambda: stored() >= 2, 120)
+        # 2. the station dies (SIGKILL) and is restarted 4 s later
+        row.kill_station()
+        time.sleep(4.0)
+        row.restart_station()
+        # 3. the store is down for 5 s while cases keep coming
+        cluster.stop()
+        time.sleep(5.0)
+        cluster.start()
+        for lane_id, proc in row.lane_procs.items():
+            assert proc.wait(300) == 0, (row.folder / f"{lane_id}.out").read_text()[-3000:]
+        reports = {lane: _report(row.folder / f"{lane}.out") for lane in row.lane_procs}
+        expected: dict[str, int] = {}
+        for lane, report in reports.items():
+            assert report["unsafe_door_actions"] == 0 and report["lane_faults"] == 0, report
+            assert report["board_watchdog_trips"] == 0, report
+            assert sum(report["outcomes"].values()) == passages, report
+            # an impostor is refused inside the lane: every refusal is a case
+            expected[lane] = sum(n for o, n in report["outcomes"].items()
+                                 if o in ("FACE_MISMATCH", "FACE_NOT_CAPTURED", "TIMEOUT"))
+        assert _wait(lambda: _cases_of(store) == expected, 60), (_cases_of(store), expected)
+        for lane in row.lane_procs:  # every spool emptied: the stream acknowledged each
+            assert not list((row.folder / "spool" / lane).glob("*.case")), lane
+        # unsupervised while the broker and the station were gone: admission stopped,
+        # then resumed on its own (every passage of the stream ran)
+        for lane in row.lane_procs:
+            reasons = [e.get("reason") for e in _log_events(row.folder / f"{lane}.log")
+                       if e.get("event") == "lane.out_of_service"]
+            assert "UNSUPERVISED" in reasons, (lane, reasons)
+        store.close()
+    finally:
+        row.stop()
+        with contextlib.suppress(Exception):
+            cluster.stop()
+        import shutil
+
+        shutil.rmtree(base, ignore_errors=True)

@@ -161,6 +161,91 @@ def add_parser(sub: Any) -> None:
     chip_server.add_arguments(chip)
     chip.set_defaults(func=chip_server.run)
 
+    row = targets.add_parser(
+        "row", help="a whole simulated row: nats-server, the station and N lane services",
+        description="Start a simulated row on this machine, every part its own process: "
+                    "nats-server with JetStream, the officers' station on 127.0.0.1:PORT "
+                    "(SQLite), N lane services each on its own simulated peers with a "
+                    "stream of travellers, keys made for the run. The station's URL is "
+                    "printed on the first line, the officer on the second. Runs until "
+                    "interrupted, then stops every process it started.")
+    row.add_argument("--lanes", type=integer(1, 40), default=3, metavar="N",
+                     help="lanes in the row (default 3)")
+    row.add_argument("--port", type=integer(0, 65535), default=0, metavar="P",
+                     help="the station's web port (default: a free one)")
+    row.add_argument("--officer", metavar="NAME:PASSWORD",
+                     help="the officer, created as a supervisor (default: generated, printed)")
+    row.add_argument("--mix", metavar="NAME=W,...",
+                     help="each lane's stream mix, as gate sim --mix (default: the default mix)")
+    row.add_argument("--speed", type=_positive, default=1.0,
+                     help="door travel and walking speed of every lane")
+    row.add_argument("--unsupervised-after-s", type=number(0.5, 3600), default=30.0,
+                     metavar="S", help="lanes stop admitting this long after the station's "
+                                       "last heartbeat (default 30)")
+    row.add_argument("--folder", metavar="DIR",
+                     help="the run's folder (keys, store, logs); default a new temp folder")
+    row.set_defaults(func=run_row)
+
+
+def run_row(args: argparse.Namespace) -> int:
+    """``gate sim row``: until SIGINT/SIGTERM, then every process stopped."""
+    import tempfile
+    from pathlib import Path
+
+    from gate.row.broker import BrokerUnavailable
+    from gate.row.simrow import LaneSpec, SimRow
+    from gate.simlane.scenario import ScenarioError
+    from gate.simlane.stream import parse_mix
+
+    officer = None
+    if args.officer:
+        name, sep, password = args.officer.partition(":")
+        if not sep or not name or not password:
+            print("gate sim row: --officer NAME:PASSWORD", file=sys.stderr)
+            return 2
+        officer = (name, password)
+    try:
+        parse_mix(args.mix)
+    except ScenarioError as exc:
+        print(f"gate sim row: {exc}", file=sys.stderr)
+        return 2
+    folder = Path(args.folder) if args.folder else Path(tempfile.mkdtemp(prefix="gate-row-"))
+    lanes = [LaneSpec(f"lane-{i}", mix=args.mix or "", speed=args.speed, seed=i)
+             for i in range(1, args.lanes + 1)]
+    row = SimRow(folder, lanes, port=args.port, officer=officer,
+                 unsupervised_after_s=args.unsupervised_after_s)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        row.start()
+    except (BrokerUnavailable, RuntimeError, OSError) as exc:
+        print(f"gate sim row: {exc}", file=sys.stderr)
+        return 1
+    try:
+        assert row.officer is not None
+        print(f"station {row.url}/", flush=True)
+        print(f"officer {row.officer[0]} password {row.officer[1]}", flush=True)
+        print(f"broker {row.broker.url if row.broker else '-'}; {args.lanes} lanes; logs, "
+              f"keys and the store in {folder}", flush=True)
+        while not stop.wait(1.0):
+            for lane_id, proc in row.lane_procs.items():
+                if proc.poll() is not None:
+                    print(f"{lane_id} exited {proc.returncode}; see {folder / lane_id}.log",
+                          file=sys.stderr, flush=True)
+                    stop.set()
+            if row.station is not None and row.station.poll() is not None:
+                print(f"the station exited {row.station.returncode}", file=sys.stderr)
+                stop.set()
+    finally:
+        row.stop()
+    print("row stopped", flush=True)
+    return 0
+
 
 def _print_event(event: BoardEvent) -> None:
     arg = str(event.arg)

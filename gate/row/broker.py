@@ -35,20 +35,25 @@ def free_port() -> int:
 
 
 class LocalBroker:
-    def __init__(self, store_dir: Path, port: int | None = None) -> None:
+    def __init__(self, store_dir: Path, port: int | None = None,
+                 config: Path | None = None) -> None:
+        """``config``: a nats-server.conf (``gate.row.pki.broker_config``: mTLS and
+        permissions, naming this port and store); without it plain NATS on 127.0.0.1."""
         self.store_dir, self.port = Path(store_dir), port or free_port()
+        self.config = config
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"{'tls' if self.config else 'nats'}://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 10.0) -> LocalBroker:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.store_dir / "nats-server.log", "ab")  # noqa: SIM115 - the child's
-        self.proc = subprocess.Popen(
-            [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js",
-             "-sd", str(self.store_dir)], stdout=log, stderr=log)
+        argv = ([nats_server_binary(), "-c", str(self.config)] if self.config else
+                [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js",
+                 "-sd", str(self.store_dir)])
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=log)
         log.close()
         end = time.monotonic() + timeout
         while time.monotonic() < end:

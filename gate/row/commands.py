@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
 import threading
 import time
@@ -58,6 +59,14 @@ LANE_UNREACHABLE = "LANE_UNREACHABLE"
 #: a command older than this when the lane gets it is refused (seconds)
 DEFAULT_MAX_AGE_S = 3.0
 _REMEMBERED = 1000
+
+
+def check_lane_id(lane: str) -> str:
+    """A lane id names the lane's bus subjects: letters, digits, '-' and '_' only."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", lane):
+        raise ValueError(f"lane id {lane!r}: 1-64 letters, digits, '-' and '_' (it names "
+                         "the lane's subjects on the row's bus)")
+    return lane
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ import nats
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.api import StreamConfig
+from nats.js.api import ConsumerConfig, StreamConfig
 
 from gate.review.store import SealedCase, StoreUnavailable
 from gate.row.commands import LANE_UNREACHABLE, Answer, LaneCommands
@@ -50,6 +50,9 @@ CASE_SUBJECTS = "gate.cases.*"
 HEARTBEAT = "gate.station.heartbeat"
 #: the duplicate window of the case stream: a spool re-sending within it adds nothing
 DUPLICATE_WINDOW_S = 24 * 3600.0
+#: a case the station took but neither acknowledged nor refused (it died meanwhile) is
+#: delivered again after this long
+ACK_WAIT_S = 10.0
 T = TypeVar("T")
 
 
@@ -92,6 +95,7 @@ async def _connect(url: str, name: str, tls: ssl.SSLContext | None,
         try:
             return await nats.connect(
                 servers=[url], name=name, tls=tls, pending_size=0, connect_timeout=1,
+                inbox_prefix=f"_INBOX.{name}".encode(),
                 allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                 ping_interval=2, max_outstanding_pings=2, **callbacks)
         except Exception as exc:  # NoServersError, OSError, TLS errors
@@ -297,7 +301,9 @@ class StationLink(_End):
         while not nc.is_closed:
             try:
                 if sub is None:
-                    sub = await nc.jetstream().pull_subscribe(CASE_SUBJECTS, durable="station")
+                    sub = await nc.jetstream().pull_subscribe(
+                        CASE_SUBJECTS, durable="station",
+                        config=ConsumerConfig(ack_wait=ACK_WAIT_S))
                 msgs = await sub.fetch(16, timeout=1.0)
             except (TimeoutError, nats.errors.TimeoutError):
                 continue
@@ -309,18 +315,27 @@ class StationLink(_End):
                 continue
             for msg in msgs:
                 try:
-                    case = SealedCase.from_json(msg.data.decode())
-                except (ValueError, TypeError, KeyError):
-                    log.error("case_message_damaged", reason="CASE_MESSAGE_DAMAGED")
-                    await msg.term()
-                    continue
-                try:
-                    await loop.run_in_executor(None, self._on_case, case)
-                except StoreUnavailable:
-                    await msg.nak(delay=1.0)  # the stream keeps it: again in a second
-                    continue
-                await msg.ack()
-                self.cases_stored += 1
+                    await self._take(msg, loop)
+                except Exception as exc:  # an ack lost with the connection: the stream
+                    # delivers the case again after ACK_WAIT_S, the store adds it once
+                    log.warning("case_ack_failed", reason="BUS_UNAVAILABLE",
+                                error=type(exc).__name__)
+                    break
+
+    async def _take(self, msg: Msg, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            case = SealedCase.from_json(msg.data.decode())
+        except (ValueError, TypeError, KeyError):
+            log.error("case_message_damaged", reason="CASE_MESSAGE_DAMAGED")
+            await msg.term()
+            return
+        try:
+            await loop.run_in_executor(None, self._on_case, case)
+        except StoreUnavailable:
+            await msg.nak(delay=1.0)  # the stream keeps it: again in a second
+            return
+        await msg.ack()
+        self.cases_stored += 1
 
     def lanes(self) -> list[dict[str, Any]]:
         now = time.monotonic()

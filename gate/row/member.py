@@ -29,7 +29,12 @@ import structlog
 
 from gate.config import ConfigError
 from gate.lane import OUT_OF_SERVICE, Lane, PassageRecord, StateChange
-from gate.row.commands import DEFAULT_MAX_AGE_S, LaneCommands, load_station_key
+from gate.row.commands import (
+    DEFAULT_MAX_AGE_S,
+    LaneCommands,
+    check_lane_id,
+    load_station_key,
+)
 from gate.row.link import LaneLink
 from gate.schema import setting
 from hardware.device import DeviceHealth
@@ -66,7 +71,7 @@ class RowSettings:
     tls_key: str = setting("")
 
 
-def row_settings(sections: Any, source: str = "") -> RowSettings:
+def row_settings(sections: Any, source: str = "", lane_id: str = "lane-1") -> RowSettings:
     from gate import schema
 
     try:
@@ -76,6 +81,11 @@ def row_settings(sections: Any, source: str = "") -> RowSettings:
     if settings.broker and not settings.station_key:
         raise ConfigError(f"{source}: [row] broker is set but station_key is not: the lane "
                           "must know the station's public key to accept its commands")
+    if settings.broker:
+        try:
+            check_lane_id(lane_id)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: [lane] id: {exc}") from exc
     tls = (settings.tls_ca, settings.tls_cert, settings.tls_key)
     if any(tls) and not all(tls):
         raise ConfigError(f"{source}: [row] tls_ca, tls_cert and tls_key go together")

@@ -3,11 +3,13 @@
 :class:`SimRow` starts, in a run folder of its own: ``nats-server`` with JetStream, the
 officers' station (``gate station``) on 127.0.0.1 with a SQLite store, and N lane services
 (``gate sim --row``), each on its own simulated board, camera and reader peers with a
-stream of travellers. The keys are made for the run: the station's Ed25519 signing key
-(the lanes pin its public half), the image key the lanes seal with and the station opens
-with, the audit chain's key. The officer is created as a supervisor before the station
-starts. ``stop()`` stops every process it started, lanes first (each finishes or hands
-over its traveller), then the station and the broker.
+stream of travellers. The keys are made for the run (:mod:`gate.row.pki`, as ``gate pki
+init``): the row's CA and every part's certificate (mTLS to the broker, per-subject
+permissions), the station's Ed25519 signing key (the lanes pin its public half), the
+image key the lanes seal with and the station opens with, the audit chain's key. The
+officer is created as a supervisor before the station starts. ``stop()`` stops every
+process it started, lanes first (each finishes or hands over its traveller), then the
+station and the broker.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import IO
 
 from gate.review.crypto import create_key_file
 from gate.row.broker import LocalBroker, free_port
-from gate.row.commands import StationSigner
+from gate.row.pki import STATION, RowPki, init_row
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class SimRow:
     port: int = 0  # the station's web port; 0 = a free one
     officer: tuple[str, str] | None = None  # (name, password); None = generated
     unsupervised_after_s: float = 30.0
+    store: str = ""  # the station's store URL; "" = SQLite in the folder
     broker: LocalBroker | None = None
     station: subprocess.Popen[bytes] | None = None
     lane_procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -57,7 +60,7 @@ class SimRow:
 
     @property
     def db_url(self) -> str:
-        return f"sqlite:///{self.folder / 'station.sqlite3'}"
+        return self.store or f"sqlite:///{self.folder / 'station.sqlite3'}"
 
     def _review_args(self) -> list[str]:
         return ["--db", self.db_url, "--key-file", str(self.folder / "review.key"),
@@ -80,7 +83,8 @@ class SimRow:
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
             self._keys()
-            self.broker = LocalBroker(self.folder / "nats").start()
+            assert self.broker is not None
+            self.broker.start()
             self._add_officer()
             self._start_station(station_timeout)
             for spec in self.lanes:
@@ -90,13 +94,22 @@ class SimRow:
             raise
         return self
 
+    @property
+    def pki(self) -> RowPki:
+        return RowPki(self.folder / "pki")
+
+    @property
+    def signing_key(self) -> Path:
+        return self.pki.station_dir / "signing.key"
+
     def _keys(self) -> None:
-        signer = StationSigner.generate()
-        key = self.folder / "station.key"
-        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(signer.private_pem())
-        (self.folder / "station.pub").write_bytes(signer.public_pem())
+        """The run's PKI (gate pki): CA, broker, station and lane certificates, the
+        station's signing key; the image and audit keys."""
+        port = free_port()
+        init_row(self.pki.folder, [spec.lane_id for spec in self.lanes], port=port,
+                 listen="127.0.0.1", store_dir=self.folder / "nats")
+        self.broker = LocalBroker(self.folder / "nats", port,
+                                  self.pki.folder / "broker" / "nats-server.conf")
         create_key_file(self.folder / "review.key")
         create_key_file(self.folder / "audit.key")
 
@@ -115,9 +128,10 @@ class SimRow:
     def _start_station(self, timeout: float) -> None:
         assert self.broker is not None
         self.port = self.port or free_port()
+        ca, cert, key = self.pki.tls_of(STATION)
         self.station = self._spawn("station", self._gate(
-            "station", "--broker", self.broker.url, "--signing-key",
-            str(self.folder / "station.key"), "--port", str(self.port),
+            "station", "--broker", self.broker.url, "--signing-key", str(self.signing_key),
+            "--bus-ca", ca, "--bus-cert", cert, "--bus-key", key, "--port", str(self.port),
             "--purge-interval-s", "600", *self._review_args()))
         import urllib.request
 
@@ -135,10 +149,12 @@ class SimRow:
     def lane_file(self, lane_id: str) -> Path:
         assert self.broker is not None
         path = self.folder / f"{lane_id}.toml"
+        ca, cert, key = self.pki.tls_of(lane_id)
         path.write_text(
             f'[lane]\nid = "{lane_id}"\n\n'
             f'[row]\nbroker = "{self.broker.url}"\n'
-            f'station_key = "{self.folder / "station.pub"}"\n'
+            f'station_key = "{self.pki.lane_dir(lane_id) / "station.pub"}"\n'
+            f'tls_ca = "{ca}"\ntls_cert = "{cert}"\ntls_key = "{key}"\n'
             f"unsupervised_after_s = {self.unsupervised_after_s}\n\n"
             f'[cases]\nspool = "{self.folder / "spool" / lane_id}"\n'
             f'key_file = "{self.folder / "review.key"}"\n')
@@ -168,6 +184,15 @@ class SimRow:
                 proc.kill()
                 proc.wait(5)
         return proc.returncode
+
+    def kill_station(self) -> None:
+        """SIGKILL: the station gone without goodbye (a power cut at the centre)."""
+        if self.station is not None and self.station.poll() is None:
+            self.station.kill()
+            self.station.wait(5)
+
+    def restart_station(self, timeout: float = 60.0) -> None:
+        self._start_station(timeout)
 
     def stop_station(self) -> None:
         station = self.station
