@@ -584,6 +584,15 @@ def _wait_healthy(device: Any, timeout: float) -> DeviceHealth:
     return health
 
 
+def _wait_station(member: Any, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if member.link.station_silent_s() < timeout:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def check_lane(config: LaneConfig, timeout_s: float = 8.0) -> CheckReport:
     """``gate run --check``: open every device once and say what was found.
 
@@ -657,6 +666,21 @@ def check_lane(config: LaneConfig, timeout_s: float = 8.0) -> CheckReport:
     add(CheckResult("case key", key_ok, str(paths.key_file) + (
         "" if paths.key_file.exists() else " (created at the first start)" if key_ok
         else " does not exist")))
+    row = row_settings(config)
+    if row.broker:
+        from gate.row.member import RowMember
+
+        member = RowMember(config.lane_id, row)
+        try:
+            member.start(timeout=timeout_s)
+            heard = _wait_station(member, min(timeout_s, 3.0))
+            add(CheckResult("row", member.link.connected, f"{redact_url(row.broker)}: " + (
+                ("joined, station heartbeat heard" if heard else "joined, no station "
+                 "heartbeat yet (the lane stays UNSUPERVISED until it hears one)")
+                if member.link.connected else f"not reachable within {timeout_s:.0f} s "
+                "(BUS_UNAVAILABLE)"), warning=member.link.connected and not heard))
+        finally:
+            member.close()
     face = settings.face
     detail, warning = check_pack_threshold(face.pack, face.target_fmr, face.threshold)
     add(CheckResult("face", True, detail, warning=warning is not None))

@@ -268,3 +268,109 @@ def test_cases_reach_the_store_exactly_once_across_a_broker_restart(
         station.close()
         link.close()
         store.close()
+
+
+# ------------------------------------------------------------------ pki and [row]
+
+
+def test_gate_pki_makes_a_row_and_never_overwrites(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from cryptography import x509
+
+    def gate(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "gate.cli", *args], capture_output=True,
+                              text=True, timeout=60)
+
+    folder = tmp_path / "row"
+    done = gate("pki", "init", str(folder), "--lanes", "lane-1,lane-2", "--port", "4333")
+    assert done.returncode == 0, done.stderr
+    for path in ("ca.pem", "ca.key", "broker/broker.pem", "station/signing.key",
+                 "station/station.pem", "lanes/lane-1/lane.pem", "lanes/lane-2/station.pub"):
+        assert (folder / path).is_file(), path
+    assert (folder / "ca.key").stat().st_mode & 0o077 == 0  # private keys 0600
+    assert (folder / "lanes/lane-1/lane.key").stat().st_mode & 0o077 == 0
+    cert = x509.load_pem_x509_certificate((folder / "lanes/lane-1/lane.pem").read_bytes())
+    assert cert.subject.rfc4514_string() == "O=egate-row,CN=lane-1"
+    conf = json.loads((folder / "broker/nats-server.conf").read_text())
+    users = {u["user"]: u["permissions"] for u in conf["authorization"]["users"]}
+    assert users["O=egate-row,CN=lane-1"]["publish"]["allow"] == [
+        "gate.lane.lane-1.state", "gate.cases.lane-1"]
+    assert conf["port"] == 4333 and conf["tls"]["verify_and_map"] is True
+    assert gate("pki", "init", str(folder)).returncode == 2  # a CA there: refused
+    assert gate("pki", "lane", str(folder), "lane-1").returncode == 2  # exists
+    bad = gate("pki", "lane", str(folder), "lane.3")
+    assert bad.returncode == 2 and "lane id" in bad.stderr
+    assert gate("pki", "lane", str(folder), "lane-3").returncode == 0
+    conf = json.loads((folder / "broker/nats-server.conf").read_text())
+    assert len(conf["authorization"]["users"]) == 4  # the station and three lanes
+    # the station key the lanes pin is the signing key's public half
+    signer = StationSigner.from_pem((folder / "station/signing.key").read_bytes())
+    assert signer.public_pem() == (folder / "lanes/lane-3/station.pub").read_bytes()
+
+
+@pytest.mark.parametrize("row,message", [
+    ('broker = "nats://127.0.0.1:1"', "station_key is not"),
+    ('broker = "nats://127.0.0.1:1"\nstation_key = "/nonexistent.pub"', "station_key"),
+    ('broker = "nats://127.0.0.1:1"\nstation_key = "K"\ntls_ca = "ca.pem"', "go together"),
+    ("unsupervised_after_s = -1", "unsupervised_after_s"),
+    ("brokr = 'x'", "brokr"),
+])
+def test_a_bad_row_section_is_a_one_line_error(tmp_path: Path, row: str, message: str) -> None:
+    from gate.config import ConfigError, parse_config
+    from gate.row.member import RowMember
+    from gate.service import row_settings
+
+    key = tmp_path / "station.pub"
+    key.write_bytes(StationSigner.generate().public_pem())
+    text = row.replace('"K"', f'"{key}"')
+    import tomllib
+
+    config = parse_config(tomllib.loads(f'[lane]\nid = "lane-1"\n[row]\n{text}\n'), "lane.toml")
+    with pytest.raises(ConfigError, match=message):
+        RowMember(config.lane_id, row_settings(config))
+
+
+def test_a_lane_id_that_cannot_name_a_subject_is_refused_in_a_row(tmp_path: Path) -> None:
+    import tomllib
+
+    from gate.config import ConfigError, parse_config
+    from gate.service import row_settings
+
+    key = tmp_path / "station.pub"
+    key.write_bytes(StationSigner.generate().public_pem())
+    config = parse_config(tomllib.loads(
+        f'[lane]\nid = "lane.1"\n[row]\nbroker = "nats://x:1"\nstation_key = "{key}"\n'))
+    with pytest.raises(ConfigError, match="lane id"):
+        row_settings(config)
+
+
+def test_gate_run_check_reports_the_row(broker: LocalBroker, tmp_path: Path) -> None:
+    import tomllib
+
+    from gate.config import parse_config
+    from gate.service import check_lane
+
+    signer = StationSigner.generate()
+    key = tmp_path / "station.pub"
+    key.write_bytes(signer.public_pem())
+
+    def row_check(url: str) -> Any:
+        config = parse_config(tomllib.loads(
+            f'[lane]\nid = "lane-1"\n[devices]\nbarrier = "sim"\n'
+            f'[row]\nbroker = "{url}"\nstation_key = "{key}"\n'), "lane.toml")
+        report = check_lane(config, timeout_s=2.0)
+        return next(r for r in report.results if r.name == "row")
+
+    quiet = row_check(broker.url)  # joined, but no station beats yet: a warning
+    assert quiet.ok and quiet.warning and "no station heartbeat" in quiet.detail
+    station = StationLink(broker.url, on_case=lambda case: None).start()
+    try:
+        heard = row_check(broker.url)
+        assert heard.ok and not heard.warning and "heartbeat heard" in heard.detail
+    finally:
+        station.close()
+    gone = row_check(f"nats://127.0.0.1:{broker.port + 1}")
+    assert not gone.ok and "BUS_UNAVAILABLE" in gone.detail

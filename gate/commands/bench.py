@@ -1,4 +1,4 @@
-"""``gate bench document|face|lane|link``: benchmarks that print what they measured."""
+"""``gate bench document|face|lane|link|chip|row``: benchmarks that print what they measured."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ BENCHES = {
     "lane": "gate.bench_lane",
     "link": "hardware.barrier.bench_link",
     "chip": "gate.bench_chip",
+    "row": "gate.bench_row",
 }
 
 

@@ -49,6 +49,7 @@ class SimRow:
     officer: tuple[str, str] | None = None  # (name, password); None = generated
     unsupervised_after_s: float = 30.0
     store: str = ""  # the station's store URL; "" = SQLite in the folder
+    stagger_s: float = 0.0  # lane k starts k x this after the first
     broker: LocalBroker | None = None
     station: subprocess.Popen[bytes] | None = None
     lane_procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -87,7 +88,9 @@ class SimRow:
             self.broker.start()
             self._add_officer()
             self._start_station(station_timeout)
-            for spec in self.lanes:
+            for k, spec in enumerate(self.lanes):
+                if k and self.stagger_s:
+                    time.sleep(self.stagger_s)
                 self.start_lane(spec)
         except BaseException:
             self.stop()
