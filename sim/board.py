@@ -542,11 +542,6 @@ class SimBoard:
         if other.state is not DoorState.CLOSED and not self._emergency:
             self.safety_violations.append(
                 f"{door.name} started opening while the other door was {other.state.name}")
-        zone = self.crowd.zone_count()
-        if door is Door.EXIT and zone != 1 and not self._emergency:
-            # the exit opens for one traveller in the zone, never for none or two
-            self.safety_violations.append(
-                f"EXIT started opening with {zone} people in the zone")
         self._set_door(door, DoorState.OPENING)
 
     def _move_door(self, door: Door, dt_sim: float) -> None:

@@ -138,6 +138,7 @@ class SimLaneRig:
         self.records: list[PassageRecord] = []
         self.changes: list[StateChange] = []
         self.exit_open_at: list[float] = []
+        self.exit_opening_zones: list[int] = []
         #: called with each state change of the run in progress (it arms timed faults)
         self.run_hook: Callable[[StateChange], None] | None = None
         base = replace(SIM_TIMEOUTS, **dict(timeouts or {}))
@@ -190,6 +191,11 @@ class SimLaneRig:
                 (notice.door, notice.position) == (Door.EXIT, DoorState.OPEN)):
             with self._lock:
                 self.exit_open_at.append(time.monotonic())
+        if isinstance(notice, DoorMoved) and (
+                (notice.door, notice.position) == (Door.EXIT, DoorState.OPENING)):
+            status = self.barrier.state  # the board's zone count as EXIT starts to open
+            with self._lock:
+                self.exit_opening_zones.append(status.zone_count if status else -1)
         self.note(*described, passage=self.lane.passage_id)
 
     def _on_reader(self, notice: Any) -> None:
@@ -219,6 +225,7 @@ class SimLaneRig:
             self.records.clear()
             self.changes.clear()
             self.exit_open_at.clear()
+            self.exit_opening_zones.clear()
 
     def restore_board(self) -> None:
         """After a run that went wrong: undo every fault a scenario may have left behind."""
@@ -504,10 +511,11 @@ def _check(result: ScenarioResult, scenario: Scenario, changes: Sequence[StateCh
     exit_opened = any(e.kind == "board" and e.text in ("EXIT door OPENING", "EXIT door OPEN")
                       for e in result.timeline)
     if expect.exit_openings is not None:
-        openings = sum(1 for e in result.timeline
-                       if e.kind == "board" and e.text == "EXIT door OPENING")
-        add(Check(f"EXIT opened {expect.exit_openings} time(s)",
-                  openings == expect.exit_openings, f"the board reported {openings}"))
+        with rig._lock:
+            zones = list(rig.exit_opening_zones)
+        add(Check(f"EXIT opened {expect.exit_openings} time(s), each with one person inside",
+                  len(zones) == expect.exit_openings and all(z == 1 for z in zones),
+                  f"the board reported {len(zones)}, zone counts {zones}"))
     if expect.exit_opened is not None:
         add(Check("EXIT opened" if expect.exit_opened else "EXIT stayed shut",
                   exit_opened == expect.exit_opened))
