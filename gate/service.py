@@ -88,8 +88,8 @@ def chip_settings(config: LaneConfig) -> Any:
 
 
 def row_settings(config: LaneConfig) -> Any:
-    """``[row]`` checked (gate.row.member.RowSettings)."""
-    from gate.row.member import row_settings as load
+    """``[row]`` checked (gate.row.settings.RowSettings)."""
+    from gate.row.settings import row_settings as load
 
     return load(config.sections, config.source, config.lane_id)
 

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if all(bus):
         import ssl
 
-        from gate.row.member import tls_context
+        from gate.row.settings import tls_context
 
         try:
             tls = tls_context(*bus)

@@ -18,7 +18,6 @@ With ``[row] broker`` set the lane service (:mod:`gate.service`) joins the row t
 
 from __future__ import annotations
 
-import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -29,14 +28,9 @@ import structlog
 
 from gate.config import ConfigError
 from gate.lane import OUT_OF_SERVICE, Lane, PassageRecord, StateChange
-from gate.row.commands import (
-    DEFAULT_MAX_AGE_S,
-    LaneCommands,
-    check_lane_id,
-    load_station_key,
-)
+from gate.row.commands import LaneCommands, load_station_key
 from gate.row.link import LaneLink
-from gate.schema import setting
+from gate.row.settings import RowSettings, row_tls
 from hardware.device import DeviceHealth
 
 log = structlog.get_logger(__name__)
@@ -49,65 +43,6 @@ _ALARM_TRIGGERS = {"tailgate_detected": "TAILGATING", "intruder_detected": "INTR
                    "emergency_raised": "EMERGENCY"}
 #: board flags shown as alarms
 _ALARM_FLAGS = {"EMERGENCY", "TAMPER", "DOOR_FAULT"}
-
-
-@dataclass(frozen=True)
-class RowSettings:
-    """``[row]``: the lane as one of a row watched from an officers' station."""
-
-    # nats://host:4222 (tls://host:4222 with the certificates below); "": a lane on its own
-    broker: str = setting("")
-    # the station's Ed25519 public key (PEM file): commands signed by anything else are refused
-    station_key: str = setting("")
-    # no station heartbeat for this long: admit nobody new until it is back
-    unsupervised_after_s: float = setting(30.0, above=0, high=3600.0, unit="seconds")
-    # a command older than this when it arrives is refused (never acts late)
-    command_max_age_s: float = setting(DEFAULT_MAX_AGE_S, above=0, high=30.0, unit="seconds")
-    # state published at least this often (and at every change)
-    state_interval_s: float = setting(1.0, low=0.1, high=10.0, unit="seconds")
-    # mTLS to the broker: the row's CA, this lane's certificate and key (PEM files)
-    tls_ca: str = setting("")
-    tls_cert: str = setting("")
-    tls_key: str = setting("")
-
-
-def row_settings(sections: Any, source: str = "", lane_id: str = "lane-1") -> RowSettings:
-    from gate import schema
-
-    try:
-        settings = schema.load(RowSettings, sections.get("row", {}), "row")
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from exc
-    if settings.broker and not settings.station_key:
-        raise ConfigError(f"{source}: [row] broker is set but station_key is not: the lane "
-                          "must know the station's public key to accept its commands")
-    if settings.broker:
-        try:
-            check_lane_id(lane_id)
-        except ValueError as exc:
-            raise ConfigError(f"{source}: [lane] id: {exc}") from exc
-    tls = (settings.tls_ca, settings.tls_cert, settings.tls_key)
-    if any(tls) and not all(tls):
-        raise ConfigError(f"{source}: [row] tls_ca, tls_cert and tls_key go together")
-    return settings
-
-
-def tls_context(ca: str, cert: str, key: str, *, server_side: bool = False) -> ssl.SSLContext:
-    """mTLS: trust only the row's CA, present our own certificate."""
-    purpose = ssl.Purpose.CLIENT_AUTH if server_side else ssl.Purpose.SERVER_AUTH
-    context = ssl.create_default_context(purpose, cafile=ca)
-    context.load_cert_chain(cert, key)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
-
-
-def _tls(settings: RowSettings) -> ssl.SSLContext | None:
-    if not settings.tls_ca:
-        return None
-    try:
-        return tls_context(settings.tls_ca, settings.tls_cert, settings.tls_key)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"[row] TLS files: {exc}") from exc
 
 
 @dataclass
@@ -132,7 +67,7 @@ class RowMember:
             raise ConfigError(f"[row] station_key {settings.station_key}: {exc}") from exc
         self.commands = LaneCommands(lane_id, key, self._act, self._current_case,
                                      max_age_s=settings.command_max_age_s)
-        self.link = LaneLink(settings.broker, lane_id, self.commands, tls=_tls(settings))
+        self.link = LaneLink(settings.broker, lane_id, self.commands, tls=row_tls(settings))
         self._lane: Lane | None = None
         self._referral: _Referral | None = None
         self._alarms: set[str] = set()
