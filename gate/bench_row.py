@@ -17,14 +17,12 @@ starts k x ``--stagger-s`` after the first) and measures, from outside every par
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import http.cookiejar
 import json
 import re
 import statistics
 import tempfile
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -88,27 +86,24 @@ class _Bus:
     def __init__(self, row: SimRow) -> None:
         import nats
 
-        from gate.row.member import tls_context
+        from gate.row.link import AsyncLoop
         from gate.row.pki import STATION
+        from gate.row.settings import tls_context
 
         assert row.broker is not None
-        self.loop = asyncio.new_event_loop()
-        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        self.loop = AsyncLoop("bench-bus")
         tls = tls_context(*row.pki.tls_of(STATION))
-        self.nc = self._call(nats.connect(row.broker.url, tls=tls, pending_size=0,
-                                          inbox_prefix="_INBOX.bench"))
-
-    def _call(self, coro: Any, timeout: float = 10.0) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        self.nc = self.loop.call(nats.connect(row.broker.url, tls=tls, pending_size=0,
+                                              inbox_prefix="_INBOX.bench"), 10.0)
 
     def request(self, lane: str, data: bytes) -> tuple[float, Answer]:
         t0 = time.perf_counter()
-        reply = self._call(self.nc.request(f"gate.cmd.{lane}", data, timeout=2.0))
+        reply = self.loop.call(self.nc.request(f"gate.cmd.{lane}", data, timeout=2.0), 10.0)
         return (time.perf_counter() - t0) * 1000.0, Answer.from_bytes(reply.data)
 
     def close(self) -> None:
-        self._call(self.nc.close())
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.loop.call(self.nc.close(), 10.0)
+        self.loop.stop()
 
 
 def run(args: argparse.Namespace) -> int:

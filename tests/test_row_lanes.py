@@ -11,11 +11,9 @@ stale, replayed — are refused or answered with the first answer, and nothing m
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +25,7 @@ from test_review_browser import CHROMEDRIVER, CHROMIUM, _click, _wait, browser  
 from gate.review.crypto import AuditKey
 from gate.review.store import CaseStore, StoreUnavailable
 from gate.row.commands import Answer, StationSigner
+from gate.row.link import AsyncLoop
 from gate.row.simrow import LaneSpec, SimRow
 
 pytestmark = [
@@ -45,9 +44,7 @@ class Spy:
     def __init__(self, url: str, tls: Any, inbox: str = "_INBOX") -> None:
         import nats
 
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
+        self.loop = AsyncLoop("spy")
         self.states: dict[str, tuple[float, dict[str, Any]]] = {}
         self.commands: list[bytes] = []
         self.first_referral: dict[str, float] = {}
@@ -78,7 +75,7 @@ class Spy:
         self.nc = self._call(setup())
 
     def _call(self, coro: Any, timeout: float = 10.0) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        return self.loop.call(coro, timeout)
 
     def state(self, lane: str) -> dict[str, Any]:
         return self.states.get(lane, (0.0, {}))[1]
@@ -89,8 +86,7 @@ class Spy:
 
     def close(self) -> None:
         self._call(self.nc.close())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
+        self.loop.stop()
 
 
 @pytest.fixture
@@ -123,8 +119,8 @@ def test_an_impostor_at_lane_2_is_cleared_by_the_officer_in_the_browser(
         row: SimRow, browser: Any) -> None:  # noqa: F811 - the fixture
     from selenium.webdriver.common.by import By
 
-    from gate.row.member import tls_context
     from gate.row.pki import STATION
+    from gate.row.settings import tls_context
 
     assert row.broker is not None
     spy = Spy(row.broker.url, tls_context(*row.pki.tls_of(STATION)))

@@ -68,7 +68,7 @@ def command_subject(lane: str) -> str:
     return f"gate.cmd.{lane}"
 
 
-class _Loop:
+class AsyncLoop:
     """An asyncio loop in a daemon thread, and a blocking ``call`` into it."""
 
     def __init__(self, name: str) -> None:
@@ -115,7 +115,7 @@ class _End:
 
     def __init__(self, url: str, name: str, tls: ssl.SSLContext | None) -> None:
         self.url, self.name, self._tls = url, name, tls
-        self._loop = _Loop(name)
+        self._loop = AsyncLoop(name)
         self._nc: Client | None = None
         self.connected = False
 
