@@ -393,3 +393,25 @@ def test_a_chip_case_shows_both_portraits_and_the_chip_verdict(world: dict[str, 
     # a case without a chip says nothing of one
     plain = client.get(f"/cases/{world['case']}").text
     assert 'id="chip"' not in plain and "chip-portrait" not in plain
+
+
+def test_an_unreachable_lane_has_no_release_button_and_a_refusal_says_why(
+        world: dict[str, Any]) -> None:
+    client, store, lanes, case_id = world["client"], world["store"], world["lanes"], world["case"]
+    assert store.case(case_id).lane_id == "lane-1"
+    sign_in(client, "anna")
+    page = client.get(f"/cases/{case_id}").text
+    assert 'id="act-clear">' in page and 'id="lane-unreachable"' not in page
+    lanes.states["lane-1"]["reachable"] = False  # the lane's heartbeat stopped
+    page = client.get(f"/cases/{case_id}").text
+    assert 'id="act-clear" disabled' in page and 'id="lane-unreachable"' in page
+    lanes.states["lane-1"]["reachable"] = True
+    # a row's LaneControl says why the lane refused; the officer reads it
+    lanes.answer = False
+    lanes.refusal = lambda case: "RELEASE_REFUSED:ZONE_NOT_ONE"
+    token = csrf_of(client.get(f"/cases/{case_id}").text)
+    r = client.post(f"/cases/{case_id}/decision",
+                    data={"action": "clear", "comment": "ok", "csrf": token})
+    assert r.status_code == 409
+    assert "refused to release the exit door: RELEASE_REFUSED:ZONE_NOT_ONE." in r.text
+    assert store.case(case_id).status == "OPEN"

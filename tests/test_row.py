@@ -374,3 +374,20 @@ def test_gate_run_check_reports_the_row(broker: LocalBroker, tmp_path: Path) -> 
         station.close()
     gone = row_check(f"nats://127.0.0.1:{broker.port + 1}")
     assert not gone.ok and "BUS_UNAVAILABLE" in gone.detail
+
+
+def test_gate_sim_row_refuses_bad_options_before_starting_anything(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    def sim_row(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "gate.cli", "sim", "row",
+                               "--folder", str(tmp_path / "row"), *args],
+                              capture_output=True, text=True, timeout=60)
+
+    bad = sim_row("--officer", "no-password")
+    assert bad.returncode == 2 and "NAME:PASSWORD" in bad.stderr
+    bad = sim_row("--mix", "genuine")
+    assert bad.returncode == 2 and "NAME=WEIGHT" in bad.stderr
+    assert sim_row("--lanes", "0").returncode == 2  # 1..40
+    assert not (tmp_path / "row").exists()  # nothing was started or written
